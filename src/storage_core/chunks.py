@@ -1,0 +1,123 @@
+"""Write, describe and verify content-addressed parquet chunks (the unit every backend stores)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from storage_core.errors import InvalidBatchError
+from storage_core.layout import check_hotkey
+from storage_core.schema import SCHEMA_VERSION, schema_for, schema_problem
+from storage_core.values import StagedFile, UploadBatch
+
+#: Rows per row group: small enough that a checker's range reads of the uri column stay cheap.
+ROW_GROUP_ROWS = 16_384
+COMPRESSION = "zstd"
+_HASH_BLOCK = 1 << 20
+
+
+def sha256_file(path: Path) -> str:
+    """The sha256 of a file, read in 1 MiB blocks (never the whole file in memory)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(_HASH_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_chunk(table: pa.Table, source: str, directory: Path) -> StagedFile:
+    """Write ``table`` (rows of one source and one UTC day) as a content-addressed chunk in ``directory``.
+
+    The file is written to a temporary name, fsynced, hashed, then renamed to ``{sha256}.parquet``, so a
+    crash never leaves a half-written chunk under a final name.
+    """
+    if table.num_rows == 0:
+        raise InvalidBatchError("refusing to write an empty chunk")
+    table = table.cast(schema_for(source))
+    directory.mkdir(parents=True, exist_ok=True)
+    temporary = directory / f".tmp-{os.getpid()}-{id(table):x}.parquet"
+    pq.write_table(table, temporary, compression=COMPRESSION, row_group_size=ROW_GROUP_ROWS)
+    with open(temporary, "rb") as handle:
+        os.fsync(handle.fileno())
+    digest = sha256_file(temporary)
+    final = directory / f"{digest}.parquet"
+    os.replace(temporary, final)
+    return describe_chunk(final, digest)
+
+
+def describe_chunk(path: Path, sha256: str | None = None) -> StagedFile:
+    """Build the StagedFile of an existing chunk from its parquet footer and statistics."""
+    parquet = pq.ParquetFile(path)
+    problem = schema_problem(parquet.schema_arrow)
+    if problem:
+        raise InvalidBatchError(f"{path.name}: {problem}")
+    source = parquet.schema_arrow.metadata[b"storage_core.source"].decode()
+    column = parquet.schema_arrow.get_field_index("datetime")
+    lows, highs = [], []
+    for index in range(parquet.metadata.num_row_groups):
+        stats = parquet.metadata.row_group(index).column(column).statistics
+        if stats is None or not stats.has_min_max:
+            raise InvalidBatchError(f"{path.name}: row group {index} has no datetime statistics")
+        lows.append(stats.min)
+        highs.append(stats.max)
+    low, high = min(lows), max(highs)
+    if low.date() != high.date():
+        raise InvalidBatchError(f"{path.name}: rows span {low.date()} to {high.date()}; a chunk holds one day")
+    return StagedFile(
+        path=path,
+        sha256=sha256 or sha256_file(path),
+        size_bytes=path.stat().st_size,
+        rows=parquet.metadata.num_rows,
+        source=source,
+        date=low.date().isoformat(),
+        min_datetime=low,
+        max_datetime=high,
+        schema_version=SCHEMA_VERSION,
+    )
+
+
+def verify_staged_file(staged: StagedFile) -> None:
+    """Raise InvalidBatchError naming the file when it is missing or differs from its description."""
+    path = staged.path
+    if not path.is_file():
+        raise InvalidBatchError(f"staged file {path} does not exist")
+    size = path.stat().st_size
+    if size != staged.size_bytes:
+        raise InvalidBatchError(f"staged file {path.name}: size is {size} bytes, batch says {staged.size_bytes}")
+    digest = sha256_file(path)
+    if digest != staged.sha256:
+        raise InvalidBatchError(f"staged file {path.name}: sha256 is {digest}, batch says {staged.sha256}")
+    try:
+        schema = pq.read_schema(path)
+    except (pa.ArrowInvalid, OSError) as error:
+        raise InvalidBatchError(f"staged file {path.name} is not a parquet file: {error}") from error
+    problem = schema_problem(schema)
+    if problem:
+        raise InvalidBatchError(f"staged file {path.name}: {problem}")
+
+
+def verify_batch(batch: UploadBatch) -> None:
+    """Check a whole batch before any byte is sent: hotkey, files, checksums, schemas, no duplicates."""
+    try:
+        check_hotkey(batch.miner_hotkey)
+    except ValueError as error:
+        raise InvalidBatchError(str(error)) from error
+    seen: set[str] = set()
+    for staged in batch.files:
+        if staged.sha256 in seen:
+            raise InvalidBatchError(f"chunk {staged.sha256} appears twice in the batch")
+        seen.add(staged.sha256)
+        verify_staged_file(staged)
+
+
+def read_uris(paths: Iterable[Path]) -> set[str]:
+    """All URIs in the given chunks, reading only the uri column."""
+    uris: set[str] = set()
+    for path in paths:
+        uris.update(pq.read_table(path, columns=["uri"]).column("uri").to_pylist())
+    return uris

@@ -1,0 +1,64 @@
+"""The hook specifications every storage backend plugin implements (pluggy project ``storage_core``).
+
+A plugin module implements any subset of these with ``@storage_core.hookimpl`` and may accept
+fewer arguments than a spec declares (pluggy passes only the ones it names), so specs can grow
+without breaking plugins. The dispatcher calls a backend's hooks only through the plugin that
+registered that backend's id, so one plugin's failure never reaches another.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import pluggy
+
+from storage_core.values import (
+    BackendContext,
+    BackendDescriptor,
+    HealthStatus,
+    UploadBatch,
+    UploadReceipt,
+    ValidationResult,
+)
+
+PROJECT_NAME = "storage_core"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+@hookspec
+def storage_backends() -> Iterable[BackendDescriptor]:
+    """Return the descriptors of the backends this plugin provides."""
+
+
+@hookspec
+def storage_upload(context: BackendContext, batch: UploadBatch) -> UploadReceipt:
+    """Store every file of ``batch`` for ``batch.miner_hotkey`` and return a receipt per object.
+
+    The dispatcher passes the backend's ``context`` (options from the config, the miner's signer) and
+    a batch of verified, content-addressed parquet chunks. Storing a file that is already there is a
+    success (``already_present=True``). Raise ``InvalidBatchError`` for a malformed batch and
+    ``BackendError`` for a failure; the dispatcher turns either into this backend's outcome.
+    """
+
+
+@hookspec
+def storage_validate(context: BackendContext, miner_hotkey: str, uris: tuple[str, ...]) -> ValidationResult:
+    """Report which of ``uris`` the backend holds for ``miner_hotkey``, and the requests and bytes it read.
+
+    Only objects stored under that miner count. Objects that exist but fail their checksum or schema
+    are listed in ``problems``. Raise on failure: the dispatcher reports "could not validate", never
+    "invalid".
+    """
+
+
+@hookspec
+def storage_health(context: BackendContext) -> HealthStatus:
+    """Optionally check that the backend is reachable with ``context``'s options."""
+
+
+@hookspec
+def storage_register_commands(cli: Any) -> None:
+    """Add subcommands to the ``storage-core`` command group ``cli`` (a ``click.Group``)."""

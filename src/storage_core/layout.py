@@ -1,0 +1,50 @@
+"""Object names shared by every backend: Hive-style, so pyarrow and DuckDB can scan a miner's data."""
+
+from __future__ import annotations
+
+import re
+
+from storage_core.values import StagedFile
+
+#: Hex characters of the sha256 kept in an object name (128 bits: collisions are not a concern).
+NAME_HASH_CHARS = 32
+_PARTITION_VALUE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_HOTKEY = re.compile(r"^[1-9A-HJ-NP-Za-km-z]{40,60}$")  # base58 alphabet, ss58 length
+
+
+def check_hotkey(hotkey: str) -> str:
+    """Return ``hotkey`` if it looks like an ss58 address, else raise ``ValueError`` naming it."""
+    if not isinstance(hotkey, str) or not _HOTKEY.match(hotkey):
+        raise ValueError(f"not an ss58 hotkey: {hotkey!r}")
+    return hotkey
+
+
+def miner_prefix(hotkey: str) -> str:
+    """The prefix under which every object of one miner lives (ends with '/')."""
+    return f"hotkey={check_hotkey(hotkey)}/"
+
+
+def object_key(hotkey: str, source: str, date: str, sha256: str) -> str:
+    """``hotkey={hotkey}/source={source}/date={YYYY-MM-DD}/{sha256-prefix}.parquet``."""
+    if not _PARTITION_VALUE.match(source):
+        raise ValueError(f"invalid source partition value: {source!r}")
+    if not _DATE.match(date):
+        raise ValueError(f"invalid date partition value (want YYYY-MM-DD): {date!r}")
+    if not re.fullmatch(r"[0-9a-f]{64}", sha256):
+        raise ValueError(f"invalid sha256 (want 64 lower-case hex characters): {sha256!r}")
+    return f"{miner_prefix(hotkey)}source={source}/date={date}/{sha256[:NAME_HASH_CHARS]}.parquet"
+
+
+def key_for(hotkey: str, staged: StagedFile) -> str:
+    """The object key of one staged chunk for one miner."""
+    return object_key(hotkey, staged.source, staged.date, staged.sha256)
+
+
+def hotkey_of_key(key: str) -> str | None:
+    """The hotkey partition of an object key, or None when the key is not in the layout."""
+    first = key.split("/", 1)[0]
+    if not first.startswith("hotkey="):
+        return None
+    value = first[len("hotkey="):]
+    return value if _HOTKEY.match(value) else None
