@@ -167,3 +167,37 @@ class HealthStatus:
     backend: str
     ok: bool
     detail: str = ""
+
+
+OUTCOME_STATUSES = ("ok", "failed", "timeout", "skipped")
+
+
+@attrs.frozen
+class UploadOutcome:
+    """What happened to one backend in one dispatched upload (the dispatcher never lets it raise)."""
+
+    backend: str
+    status: str = attrs.field(validator=attrs.validators.in_(OUTCOME_STATUSES))
+    receipt: UploadReceipt | None = None
+    error: str | None = None
+    elapsed_s: float = 0.0
+    fallback_for: str | None = None  # set when this backend stood in for a failed one
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+@attrs.frozen
+class ValidationOutcome:
+    """One backend's part of a validation: its result, or why it could not answer."""
+
+    backend: str
+    status: str = attrs.field(validator=attrs.validators.in_(OUTCOME_STATUSES))
+    result: ValidationResult | None = None
+    error: str | None = None
+    elapsed_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
