@@ -1,0 +1,258 @@
+"""The dispatcher: sends one miner's batch to the backends the config and rollout select, and combines
+validators' per-backend answers by the configured policy.
+
+Each backend runs isolated in its own worker thread with a time limit: an exception or a time-out becomes
+that backend's outcome and never stops another. Results come back in a fixed order (fallback order, then
+backend id), so the order in which plugins were registered never changes a result.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from typing import Any, TypeVar
+
+import attrs
+
+from storage_core.config import StorageConfig
+from storage_core.plugins import PluginRegistry
+from storage_core.rollout import is_selected, rollout_position
+from storage_core.values import (
+    BackendContext,
+    UploadBatch,
+    UploadOutcome,
+    UploadReceipt,
+    ValidationOutcome,
+    ValidationResult,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+VALID, INVALID, UNKNOWN = "valid", "invalid", "unknown"
+DEFAULT_TIMEOUT_S = 900.0
+
+
+@attrs.frozen
+class Selection:
+    """Whether one backend serves one hotkey, and why."""
+
+    backend: str
+    enabled: bool
+    rollout_percent: float
+    position: int
+    selected: bool
+    available: bool
+    reason: str
+
+
+@attrs.frozen
+class ValidationReport:
+    """A validator's combined answer for one miner: a verdict per URI and each backend's part."""
+
+    miner_hotkey: str
+    policy: str
+    backends: tuple[str, ...]
+    verdicts: Mapping[str, str]
+    outcomes: tuple[ValidationOutcome, ...]
+
+    def count(self, verdict: str) -> int:
+        return sum(1 for value in self.verdicts.values() if value == verdict)
+
+    @property
+    def requests(self) -> int:
+        return sum(o.result.requests for o in self.outcomes if o.result)
+
+    @property
+    def bytes_read(self) -> int:
+        return sum(o.result.bytes_read for o in self.outcomes if o.result)
+
+
+ContextFactory = Callable[[str], BackendContext]
+
+
+def backend_order(config: StorageConfig) -> tuple[str, ...]:
+    """Every configured backend: fallback order first, then the rest by id."""
+    ordered = [b for b in config.fallback_order if b in config.backends]
+    return tuple(ordered + sorted(b for b in config.backends if b not in ordered))
+
+
+def select(config: StorageConfig, registry: PluginRegistry | None, hotkey: str) -> tuple[Selection, ...]:
+    """For every configured backend: is it on for ``hotkey``? (enabled, within rollout, plugin available)."""
+    selections = []
+    for backend in backend_order(config):
+        entry = config.backends[backend]
+        position = rollout_position(backend, hotkey)
+        within = is_selected(backend, hotkey, entry.rollout_percent)
+        available = registry.available(backend) if registry is not None else True
+        if not entry.enabled:
+            reason = "disabled in config"
+        elif not within:
+            reason = f"rollout position {position} >= {round(entry.rollout_percent * 100)} ({entry.rollout_percent}%)"
+        elif not available:
+            record = registry.record(backend) if registry is not None else None
+            reason = f"plugin not available ({record.reason if record and record.reason else 'not installed'})"
+        else:
+            reason = f"rollout position {position} < {round(entry.rollout_percent * 100)} ({entry.rollout_percent}%)"
+        selections.append(
+            Selection(backend, entry.enabled, entry.rollout_percent, position, entry.enabled and within and available,
+                      available, reason)
+        )
+    return tuple(selections)
+
+
+def _run_isolated(
+    jobs: Mapping[str, Callable[[], T]], timeout_s: float
+) -> dict[str, tuple[str, T | None, str | None, float]]:
+    """Run each job in its own thread; return (status, value, error, elapsed) per job, never raising."""
+    results: dict[str, tuple[str, T | None, str | None, float]] = {}
+    if not jobs:
+        return results
+    executor = ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="storage-core-backend")
+    started = time.monotonic()
+    futures: dict[Future[T], str] = {executor.submit(job): name for name, job in jobs.items()}
+    done, pending = wait(futures, timeout=timeout_s)
+    for future, name in futures.items():
+        elapsed = time.monotonic() - started
+        if future in pending:
+            future.cancel()
+            results[name] = ("timeout", None, f"no answer within {timeout_s:g} s", elapsed)
+            continue
+        error = future.exception()
+        if error is not None:
+            results[name] = ("failed", None, f"{type(error).__name__}: {error}", elapsed)
+        else:
+            results[name] = ("ok", future.result(), None, elapsed)
+    executor.shutdown(wait=False, cancel_futures=True)
+    return results
+
+
+class Dispatcher:
+    """Fans uploads out to selected backends and combines validations, one config and registry at a time."""
+
+    def __init__(
+        self,
+        registry: PluginRegistry,
+        config: StorageConfig,
+        context_for: ContextFactory,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+    ) -> None:
+        self.registry = registry
+        self.config = config
+        self.context_for = context_for
+        self.timeout_s = timeout_s
+
+    # ------------------------------------------------------------------ miner side
+
+    def upload_backends(self, hotkey: str) -> tuple[str, ...]:
+        """The backends a miner dual-writes to this round."""
+        return tuple(s.backend for s in select(self.config, self.registry, hotkey) if s.selected)
+
+    def _upload_job(self, backend: str, batch: UploadBatch) -> Callable[[], UploadReceipt]:
+        def job() -> UploadReceipt:
+            receipt = self.registry.call(backend, "storage_upload", context=self.context_for(backend), batch=batch)
+            if not isinstance(receipt, UploadReceipt):
+                raise TypeError(f"storage_upload returned {type(receipt).__name__}, not UploadReceipt")
+            return receipt
+
+        return job
+
+    def _outcome(self, backend: str, result: tuple[str, Any, str | None, float], fallback_for: str | None = None) -> UploadOutcome:
+        status, receipt, error, elapsed = result
+        if error:
+            log.warning("upload to %s %s: %s", backend, status, error)
+        return UploadOutcome(backend, status, receipt, error, elapsed, fallback_for)
+
+    def _fallback_for(self, failed: str, taken: set[str]) -> list[str]:
+        """Backends after ``failed`` in the fallback order that are enabled, installed and not yet used."""
+        order = list(self.config.fallback_order)
+        later = order[order.index(failed) + 1 :] if failed in order else []
+        return [b for b in later if self.config.backends[b].enabled and b not in taken and self.registry.available(b)]
+
+    def upload(self, batch: UploadBatch, backends: Sequence[str] | None = None) -> tuple[UploadOutcome, ...]:
+        """Dual-write ``batch`` to ``backends`` (default: those selected for the miner), falling back on failure.
+
+        A failed backend's data goes to the next backend in the fallback order that the round does not already
+        write to; if a later backend in that order is already part of the round and succeeded, it covers the
+        failed one and no extra upload is made. Never raises.
+        """
+        targets = tuple(backends) if backends is not None else self.upload_backends(batch.miner_hotkey)
+        results = _run_isolated({b: self._upload_job(b, batch) for b in targets}, self.timeout_s)
+        outcomes = {b: self._outcome(b, results[b]) for b in targets}
+        taken = set(targets)
+        for failed in [b for b in targets if not outcomes[b].ok]:
+            order = list(self.config.fallback_order)
+            covered = [b for b in order[order.index(failed) + 1 :] if b in outcomes and outcomes[b].ok] if failed in order else []
+            if covered:
+                log.info("%s failed; %s already holds this batch", failed, covered[0])
+                continue
+            for candidate in self._fallback_for(failed, taken):
+                taken.add(candidate)
+                log.info("%s failed; falling back to %s", failed, candidate)
+                result = _run_isolated({candidate: self._upload_job(candidate, batch)}, self.timeout_s)[candidate]
+                outcomes[candidate] = self._outcome(candidate, result, fallback_for=failed)
+                if outcomes[candidate].ok:
+                    break
+        order = backend_order(self.config)
+        return tuple(sorted(outcomes.values(), key=lambda o: (order.index(o.backend) if o.backend in order else len(order), o.backend)))
+
+    # ------------------------------------------------------------------ validator side
+
+    def validation_backends(self, miner_hotkey: str) -> tuple[str, ...]:
+        """Backends the miner should be on (enabled and within rollout) that can validate."""
+        return tuple(
+            s.backend
+            for s in select(self.config, self.registry, miner_hotkey)
+            if s.selected and "validate" in self.registry.descriptor(s.backend).capabilities
+        )
+
+    def validate(self, miner_hotkey: str, uris: Sequence[str]) -> ValidationReport:
+        """Ask every backend the miner is eligible for, then combine by the config's policy. Never raises."""
+        backends = self.validation_backends(miner_hotkey)
+        asked = tuple(dict.fromkeys(uris))
+
+        def job_for(backend: str) -> Callable[[], ValidationResult]:
+            def job() -> ValidationResult:
+                result = self.registry.call(
+                    backend, "storage_validate", context=self.context_for(backend), miner_hotkey=miner_hotkey, uris=asked
+                )
+                if not isinstance(result, ValidationResult):
+                    raise TypeError(f"storage_validate returned {type(result).__name__}, not ValidationResult")
+                return result
+
+            return job
+
+        results = _run_isolated({b: job_for(b) for b in backends}, self.timeout_s)
+        outcomes = tuple(
+            ValidationOutcome(b, results[b][0], results[b][1], results[b][2], results[b][3]) for b in backends
+        )
+        verdicts = combine(self.config.validation_policy, backends, outcomes, asked)
+        return ValidationReport(miner_hotkey, self.config.validation_policy, backends, verdicts, outcomes)
+
+
+def combine(
+    policy: str, backends: Sequence[str], outcomes: Sequence[ValidationOutcome], uris: Sequence[str]
+) -> dict[str, str]:
+    """Per-URI verdicts. A backend that could not answer makes a URI "unknown", never "invalid".
+
+    - ``any``: valid if any eligible backend found it; invalid only if every one answered and none found it.
+    - ``all``: valid if every eligible backend found it; invalid if one answered without it.
+    - ``primary``: the first eligible backend in fallback order decides.
+    """
+    answered = {o.backend: o.result.found for o in outcomes if o.ok and o.result is not None}
+    if policy == "primary":
+        backends = tuple(backends[:1])
+    verdicts: dict[str, str] = {}
+    for uri in uris:
+        hits = [b for b in backends if b in answered and uri in answered[b]]
+        misses = [b for b in backends if b in answered and uri not in answered[b]]
+        silent = [b for b in backends if b not in answered]
+        if not backends:
+            verdicts[uri] = UNKNOWN
+        elif policy == "all":
+            verdicts[uri] = INVALID if misses else (VALID if not silent else UNKNOWN)
+        else:  # "any", and "primary" over its single backend
+            verdicts[uri] = VALID if hits else (UNKNOWN if silent else INVALID)
+    return verdicts

@@ -1,0 +1,182 @@
+"""The dispatcher: selection, isolated dual-write, time-outs, fallback, and policy-combined validation."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from pathlib import Path
+
+import pytest
+
+from storage_core import hookimpl
+from storage_core.config import parse_config
+from storage_core.dispatch import INVALID, UNKNOWN, VALID, Dispatcher, combine, select
+from storage_core.plugins import PluginRegistry
+from storage_core.testing.data import make_batch, uris_of
+from storage_core.values import (
+    PLUGIN_API_VERSION,
+    BackendContext,
+    BackendDescriptor,
+    StoredObject,
+    UploadReceipt,
+    ValidationOutcome,
+    ValidationResult,
+)
+
+
+class MemoryBackend:
+    """An in-process backend whose behaviour a test chooses: ok, raise, or hang."""
+
+    def __init__(self, backend_id: str, mode: str = "ok") -> None:
+        self.id = backend_id
+        self.mode = mode
+        self.stored: dict[str, set[str]] = {}
+        self.release = threading.Event()
+        self.calls = 0
+
+    def _misbehave(self) -> None:
+        self.calls += 1
+        if self.mode == "raise":
+            raise ConnectionError(f"{self.id} is down")
+        if self.mode == "hang":
+            self.release.wait(30)
+
+    @hookimpl
+    def storage_backends(self):
+        return [BackendDescriptor(id=self.id, api_version=PLUGIN_API_VERSION, package=f"{self.id}-pkg", version="1",
+                                  capabilities={"upload", "validate"})]
+
+    @hookimpl
+    def storage_upload(self, context: BackendContext, batch):
+        assert context.backend_id == self.id
+        self._misbehave()
+        self.stored.setdefault(batch.miner_hotkey, set()).update(uris_of(batch))
+        return UploadReceipt(backend=self.id, location="memory",
+                             objects=[StoredObject(f.sha256, f.size_bytes, f.sha256) for f in batch.files])
+
+    @hookimpl
+    def storage_validate(self, miner_hotkey, uris):
+        self._misbehave()
+        held = self.stored.get(miner_hotkey, set())
+        return ValidationResult(backend=self.id, miner_hotkey=miner_hotkey, found=[u for u in uris if u in held])
+
+
+def make_dispatcher(backends: list[MemoryBackend], document: dict, timeout_s: float = 10.0) -> Dispatcher:
+    registry = PluginRegistry(points=[], environ={}, extra_plugins={b.id: b for b in backends})
+    return Dispatcher(registry, parse_config(document), lambda b: BackendContext(backend_id=b), timeout_s=timeout_s)
+
+
+def doc(*entries: tuple[str, bool, float], policy: str = "any", order: tuple[str, ...] = ()) -> dict:
+    return {
+        "backends": {name: {"enabled": enabled, "rollout_percent": percent} for name, enabled, percent in entries},
+        "validation_policy": policy,
+        "fallback_order": list(order),
+    }
+
+
+@pytest.fixture
+def batch(tmp_path: Path, miner_keys):
+    return make_batch(tmp_path, miner_keys[0].ss58_address, rows=50)
+
+
+def test_selection_explains_itself(miner_keys) -> None:
+    config = parse_config(doc(("s3", True, 100), ("hf", True, 0), ("r2", False, 100), ("gcs", True, 100)))
+    registry = PluginRegistry(points=[], environ={}, extra_plugins={"s3": MemoryBackend("s3"), "hf": MemoryBackend("hf"),
+                                                                    "r2": MemoryBackend("r2")})
+    selections = {s.backend: s for s in select(config, registry, miner_keys[0].ss58_address)}
+    assert selections["s3"].selected and "<" in selections["s3"].reason
+    assert not selections["hf"].selected and "rollout position" in selections["hf"].reason
+    assert not selections["r2"].selected and selections["r2"].reason == "disabled in config"
+    assert not selections["gcs"].selected and "not available" in selections["gcs"].reason
+
+
+def test_dual_write_reaches_every_selected_backend(batch) -> None:
+    s3, hf = MemoryBackend("s3"), MemoryBackend("hf")
+    outcomes = make_dispatcher([s3, hf], doc(("s3", True, 100), ("hf", True, 100))).upload(batch)
+    assert [(o.backend, o.status) for o in outcomes] == [("hf", "ok"), ("s3", "ok")]
+    assert s3.stored == hf.stored == {batch.miner_hotkey: set(uris_of(batch))}
+
+
+def test_a_raising_backend_does_not_stop_another(batch) -> None:
+    s3, hf = MemoryBackend("s3", "raise"), MemoryBackend("hf")
+    outcomes = {o.backend: o for o in make_dispatcher([s3, hf], doc(("s3", True, 100), ("hf", True, 100))).upload(batch)}
+    assert outcomes["s3"].status == "failed" and "s3 is down" in outcomes["s3"].error
+    assert outcomes["hf"].ok and hf.stored
+
+
+def test_a_hanging_backend_times_out_alone(batch) -> None:
+    slow, fast = MemoryBackend("slow", "hang"), MemoryBackend("fast")
+    try:
+        outcomes = {o.backend: o for o in make_dispatcher(
+            [slow, fast], doc(("slow", True, 100), ("fast", True, 100)), timeout_s=0.5).upload(batch)}
+        assert outcomes["slow"].status == "timeout" and "0.5 s" in outcomes["slow"].error
+        assert outcomes["fast"].ok
+    finally:
+        slow.release.set()
+
+
+def test_fallback_takes_over_when_the_primary_fails(batch) -> None:
+    s3, hf = MemoryBackend("s3", "raise"), MemoryBackend("hf")
+    dispatcher = make_dispatcher([s3, hf], doc(("s3", True, 100), ("hf", True, 0), order=("s3", "hf")))
+    assert dispatcher.upload_backends(batch.miner_hotkey) == ("s3",)
+    outcomes = {o.backend: o for o in dispatcher.upload(batch)}
+    assert outcomes["s3"].status == "failed"
+    assert outcomes["hf"].ok and outcomes["hf"].fallback_for == "s3"
+    assert hf.stored[batch.miner_hotkey] == set(uris_of(batch))
+
+
+def test_no_extra_upload_when_a_later_backend_already_holds_the_batch(batch) -> None:
+    s3, hf, spare = MemoryBackend("s3", "raise"), MemoryBackend("hf"), MemoryBackend("spare")
+    outcomes = make_dispatcher([s3, hf, spare], doc(("s3", True, 100), ("hf", True, 100), ("spare", True, 0),
+                                                     order=("s3", "hf", "spare"))).upload(batch)
+    assert {o.backend for o in outcomes} == {"s3", "hf"}
+    assert spare.calls == 0
+
+
+def test_failed_fallback_moves_down_the_order(batch) -> None:
+    s3, hf, spare = MemoryBackend("s3", "raise"), MemoryBackend("hf", "raise"), MemoryBackend("spare")
+    outcomes = {o.backend: o for o in make_dispatcher(
+        [s3, hf, spare], doc(("s3", True, 100), ("hf", True, 0), ("spare", True, 0), order=("s3", "hf", "spare"))
+    ).upload(batch)}
+    assert outcomes["hf"].status == "failed" and outcomes["hf"].fallback_for == "s3"
+    assert outcomes["spare"].ok and outcomes["spare"].fallback_for == "s3"
+
+
+def test_registration_order_never_changes_a_result(batch) -> None:
+    results = set()
+    for modes in itertools.permutations([("a", "ok"), ("b", "raise"), ("c", "ok")]):
+        backends = [MemoryBackend(name, mode) for name, mode in modes]
+        dispatcher = make_dispatcher(backends, doc(("a", True, 100), ("b", True, 100), ("c", True, 100)))
+        uploads = tuple((o.backend, o.status) for o in dispatcher.upload(batch))
+        report = dispatcher.validate(batch.miner_hotkey, uris_of(batch)[:3] + ["absent"])
+        results.add((uploads, tuple(sorted(report.verdicts.items()))))
+    assert len(results) == 1
+
+
+def test_validation_policies(batch) -> None:
+    uris = uris_of(batch)
+    a, b = MemoryBackend("a"), MemoryBackend("b")
+    make_dispatcher([a], doc(("a", True, 100))).upload(batch)  # only "a" holds the data
+    for policy, expected in (("any", VALID), ("all", INVALID), ("primary", VALID)):
+        report = make_dispatcher([a, b], doc(("a", True, 100), ("b", True, 100), policy=policy, order=("a", "b"))
+                                 ).validate(batch.miner_hotkey, uris[:2])
+        assert set(report.verdicts.values()) == {expected}, policy
+    report = make_dispatcher([a, b], doc(("a", True, 100), ("b", True, 100))).validate(batch.miner_hotkey, ["absent"])
+    assert report.verdicts == {"absent": INVALID}
+
+
+def test_a_crashed_checker_means_could_not_validate(batch) -> None:
+    broken = MemoryBackend("s3", "raise")
+    report = make_dispatcher([broken], doc(("s3", True, 100))).validate(batch.miner_hotkey, uris_of(batch)[:3])
+    assert set(report.verdicts.values()) == {UNKNOWN}
+    assert report.outcomes[0].status == "failed"
+    nobody = make_dispatcher([], doc(("s3", True, 100))).validate(batch.miner_hotkey, ["u"])
+    assert nobody.verdicts == {"u": UNKNOWN}
+
+
+def test_combine_with_one_backend_down() -> None:
+    ok = ValidationOutcome("a", "ok", ValidationResult(backend="a", miner_hotkey="m", found={"x"}))
+    down = ValidationOutcome("b", "failed", error="boom")
+    assert combine("any", ("a", "b"), (ok, down), ("x", "y")) == {"x": VALID, "y": UNKNOWN}
+    assert combine("all", ("a", "b"), (ok, down), ("x", "y")) == {"x": UNKNOWN, "y": INVALID}
+    assert combine("primary", ("b", "a"), (ok, down), ("x",)) == {"x": UNKNOWN}
