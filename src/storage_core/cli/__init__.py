@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 import click
 
 from storage_core import __version__
+from storage_core.errors import StorageCoreError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -20,17 +22,38 @@ def cli(verbose: int) -> None:
 
 def _builtin_commands() -> list[click.Command]:
     """Commands that ship with the core; each lives in its own module."""
-    commands: list[click.Command] = []
+    from storage_core.cli.config_cmd import config_group
+    from storage_core.cli.plugins_cmd import plugins_command
+
+    commands: list[click.Command] = [plugins_command, config_group]
     return commands
 
 
 def build_cli() -> click.Group:
-    """The command group with built-in and plugin commands attached."""
+    """The command group with built-in commands and every loaded plugin's commands attached."""
+    from storage_core.plugins import PluginRegistry
+
     for command in _builtin_commands():
         cli.add_command(command)
+    registry = PluginRegistry()
+    registry.load_all()
+    registry.register_commands(cli)
     return cli
 
 
 def main() -> None:
-    """Console-script entry point."""
-    build_cli()(prog_name="storage-core")
+    """Console-script entry point; storage-core errors print a one-line message and exit 2."""
+    try:
+        group = build_cli()
+        group(prog_name="storage-core", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(1)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(error.exit_code)
+    except StorageCoreError as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(2)
+    except SystemExit:
+        raise
