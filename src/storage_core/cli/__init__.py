@@ -45,7 +45,9 @@ def main() -> None:
     """Console-script entry point; storage-core errors print a one-line message and exit 2."""
     try:
         group = build_cli()
-        group(prog_name="storage-core", standalone_mode=False)
+        code = group(prog_name="storage-core", standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(1)
