@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from importlib.metadata import version
 
-from storage_core import PLUGIN_API_VERSION, BackendDescriptor, OptionSpec, hookimpl
+from huggingface_hub.errors import HfHubHTTPError
 
-BACKEND_ID = "huggingface"
+from storage_core import PLUGIN_API_VERSION, BackendDescriptor, HealthStatus, hookimpl
+from storage_core.values import BackendContext, UploadBatch, UploadReceipt, ValidationResult
+from storage_core_huggingface import checker, uploader
+from storage_core_huggingface.client import hf_api
+from storage_core_huggingface.options import OPTION_SPECS, HfOptions
+
+BACKEND_ID = uploader.BACKEND_ID
 
 
 @hookimpl
@@ -18,11 +24,34 @@ def storage_backends() -> list[BackendDescriptor]:
             api_version=PLUGIN_API_VERSION,
             package="storage-core-huggingface",
             version=version("storage-core-huggingface"),
-            capabilities={"upload", "validate"},
-            options=(
-                OptionSpec("namespace", required=True, description="HF user or organisation that holds miner repos"),
-                OptionSpec("endpoint", default="https://huggingface.co", description="Hub endpoint"),
-            ),
-            description="One HuggingFace dataset repo per miner",
+            capabilities={"upload", "validate", "health"},
+            options=OPTION_SPECS,
+            description="One HuggingFace dataset repo per miner, derived from its hotkey",
         )
     ]
+
+
+@hookimpl
+def storage_upload(context: BackendContext, batch: UploadBatch) -> UploadReceipt:
+    """Publish ``batch`` in one commit to the miner's repo."""
+    return uploader.upload(context, batch)
+
+
+@hookimpl
+def storage_validate(context: BackendContext, miner_hotkey: str, uris: tuple[str, ...]) -> ValidationResult:
+    """Check ``uris`` against the miner's repo with range reads."""
+    return checker.validate(context, miner_hotkey, uris)
+
+
+@hookimpl
+def storage_health(context: BackendContext) -> HealthStatus:
+    """Reachable and, when a token is available, accepted by the Hub."""
+    options = HfOptions.from_mapping(context.options)
+    api = hf_api(options)
+    try:
+        user = api.whoami()["name"]
+    except HfHubHTTPError as error:
+        return HealthStatus(backend=BACKEND_ID, ok=False, detail=f"{options.endpoint}: {str(error).splitlines()[0]}")
+    except Exception as error:  # no token saved, unreachable endpoint...: a health check reports, never raises
+        return HealthStatus(backend=BACKEND_ID, ok=False, detail=f"{options.endpoint}: {type(error).__name__}: {error}")
+    return HealthStatus(backend=BACKEND_ID, ok=True, detail=f"{options.endpoint} as {user}")

@@ -1,0 +1,98 @@
+"""Shared fixtures: one development Hub per session, a fresh organisation (namespace) per test.
+
+huggingface_hub reads HF_* variables at import, so they are set here before anything imports it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+os.environ["HF_HUB_DISABLE_XET"] = "1"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="hf-home-")
+os.environ.pop("HF_TOKEN", None)
+os.environ.pop("HF_ENDPOINT", None)
+
+import itertools  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from typing import Any  # noqa: E402
+
+import attrs  # noqa: E402
+import pytest  # noqa: E402
+from huggingface_hub import constants  # noqa: E402
+
+from storage_core.chain.keys import keypair_from_uri  # noqa: E402
+from storage_core.values import BackendContext  # noqa: E402
+from storage_core_huggingface.identity import repo_id_for  # noqa: E402
+from storage_core_huggingface.testing.hub_server import DevHub, RunningHub, start_hub  # noqa: E402
+
+# In case huggingface_hub was imported before this conftest (another plugin), force the same settings.
+constants.HF_HUB_DISABLE_XET = True
+constants.HF_HUB_DISABLE_TELEMETRY = True
+
+PREFIX = "sn13"
+_namespaces = itertools.count()
+_KEYS: dict[str, Any] = {}
+
+
+def keypair(name: str) -> Any:
+    if name not in _KEYS:
+        _KEYS[name] = keypair_from_uri(f"//hf-{name}")
+    return _KEYS[name]
+
+
+@pytest.fixture(scope="session")
+def dev_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningHub]:
+    running = start_hub(DevHub(tmp_path_factory.mktemp("devhub")))
+    yield running
+    running.stop()
+
+
+@attrs.frozen
+class HfWorld:
+    """One test's organisation on the dev Hub: two miners with repo-scoped tokens and a read-only validator."""
+
+    running: RunningHub
+    namespace: str
+    miners: tuple[Any, Any]
+    validator: Any
+    tokens: dict[str, str]  # hotkey -> token
+
+    @property
+    def hub(self) -> DevHub:
+        return self.running.hub
+
+    def repo_of(self, signer: Any) -> str:
+        return repo_id_for(self.namespace, PREFIX, signer.ss58_address)
+
+    def options(self, signer: Any, **overrides: Any) -> dict[str, Any]:
+        options = {"namespace": self.namespace, "endpoint": self.running.url, "repo_prefix": PREFIX,
+                   "token": self.tokens[signer.ss58_address], "backoff_base_s": 0.0}
+        options.update(overrides)
+        return {key: value for key, value in options.items() if value is not None}
+
+    def context(self, signer: Any, **overrides: Any) -> BackendContext:
+        return BackendContext(backend_id="huggingface", options=self.options(signer, **overrides),
+                              hotkey=signer.ss58_address, signer=signer, netuid=13)
+
+
+@pytest.fixture
+def hf_world(dev_hub: RunningHub) -> HfWorld:
+    index = next(_namespaces)
+    namespace = f"sn13-test{index}"
+    miners = (keypair("miner-a"), keypair("miner-b"))
+    validator = keypair("validator")
+    tokens = {}
+    members = []
+    for number, miner in enumerate(miners):
+        user = f"miner{number}-t{index}"
+        token = f"hf_miner{number}_t{index}"
+        dev_hub.hub.add_token(token, user, repos=[repo_id_for(namespace, PREFIX, miner.ss58_address)])
+        tokens[miner.ss58_address] = token
+        members.append(user)
+    dev_hub.hub.add_token(f"hf_validator_t{index}", f"validator-t{index}", write=False)
+    tokens[validator.ss58_address] = f"hf_validator_t{index}"
+    dev_hub.hub.add_org(namespace, members)
+    return HfWorld(running=dev_hub, namespace=namespace, miners=miners, validator=validator, tokens=tokens)
