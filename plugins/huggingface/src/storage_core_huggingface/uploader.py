@@ -13,10 +13,12 @@ from storage_core.chunks import verify_batch
 from storage_core.errors import BackendError
 from storage_core.layout import key_for
 from storage_core.values import BackendContext, StoredObject, UploadBatch, UploadReceipt
-from storage_core_huggingface.client import hf_api
+from storage_core_huggingface.client import hf_api, hf_filesystem
 from storage_core_huggingface.identity import (
     MANIFEST_PATH,
     SIGNATURE_PATH,
+    manifest_bytes,
+    manifest_problem,
     repo_id_for,
     signed_manifest,
 )
@@ -63,6 +65,16 @@ def _sha256_of(entry: Any) -> str | None:
     return getattr(lfs, "sha256", None) if lfs is not None else None
 
 
+def _manifest_is_valid(options: HfOptions, repo_id: str, hotkey: str, current: dict[str, Any], oid: str) -> bool:
+    """Whether the repo already holds this miner's manifest with a valid signature (else it is rewritten)."""
+    if getattr(current.get(MANIFEST_PATH), "blob_id", None) != oid or SIGNATURE_PATH not in current:
+        return False
+    if current[SIGNATURE_PATH].size > 1024:
+        return False
+    signature = hf_filesystem(options).cat_file(f"datasets/{repo_id}/{SIGNATURE_PATH}")
+    return manifest_problem(manifest_bytes(repo_id, hotkey), signature, repo_id, hotkey) is None
+
+
 def upload(context: BackendContext, batch: UploadBatch, backoff: Backoff | None = None) -> UploadReceipt:
     """Store every file of ``batch`` in the miner's repo in one commit and return the receipt."""
     verify_batch(batch)
@@ -102,8 +114,7 @@ def upload(context: BackendContext, batch: UploadBatch, backoff: Backoff | None 
             for path, staged in sorted(wanted.items())
             if _sha256_of(current.get(path)) != staged.sha256
         ]
-        manifest = current.get(MANIFEST_PATH)
-        if getattr(manifest, "blob_id", None) != manifest_oid or SIGNATURE_PATH not in current:
+        if not _manifest_is_valid(options, repo_id, batch.miner_hotkey, current, manifest_oid):
             operations.append(CommitOperationAdd(path_in_repo=MANIFEST_PATH, path_or_fileobj=manifest_payload))
             operations.append(CommitOperationAdd(path_in_repo=SIGNATURE_PATH, path_or_fileobj=signature))
         if not operations:

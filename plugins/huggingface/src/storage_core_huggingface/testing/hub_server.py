@@ -150,6 +150,11 @@ class DevHub:
         with self._lock:
             self._failures.append(_FailurePlan(count, status, retry_after, match))
 
+    def clear_failures(self) -> None:
+        """Forget every pending injected failure."""
+        with self._lock:
+            self._failures.clear()
+
     def commits(self, repo_id: str) -> list[dict[str, Any]]:
         """The commit history of a repo, newest first (empty when the repo does not exist)."""
         with self._lock:
