@@ -37,6 +37,11 @@ def documents():
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
             body = served.get(self.path.lstrip("/"))
+            if body is not None and body.startswith(b"REDIRECT "):
+                self.send_response(302)
+                self.send_header("Location", body.removeprefix(b"REDIRECT ").decode())
+                self.end_headers()
+                return
             self.send_response(200 if body is not None else 404)
             self.end_headers()
             self.wfile.write(body or b"")
@@ -220,3 +225,21 @@ def test_facade_exposes_the_integration_guide_attributes(sub, owner, tmp_path):
     assert config.use_local is False
     with pytest.raises(AttributeError):
         config.no_such_attribute  # noqa: B018
+
+
+def test_pointer_redirects_only_to_http(sub, owner, tmp_path, documents):
+    served, base = documents
+    commit_payload(sub, NETUID, owner, encode_pointer(ConfigPointer(S3_AT_5.sha256(), f"{base}/missing.json")))
+    node = source(sub, tmp_path)
+    assert node.refresh().config == DEFAULT_CONFIG
+    assert "cannot fetch" in node.last_reading.error and "404" in node.last_reading.error
+    secret = tmp_path / "secret.json"
+    secret.write_text(S3_AT_5.canonical_json())
+    served["to-file.json"] = b"REDIRECT file://" + str(secret).encode()
+    served["to-good.json"] = b"REDIRECT " + f"{base}/good5.json".encode()
+    served["good5.json"] = S3_AT_5.canonical_json().encode()
+    commit_payload(sub, NETUID, owner, encode_pointer(ConfigPointer(S3_AT_5.sha256(), f"{base}/to-file.json")))
+    assert node.refresh().config == DEFAULT_CONFIG
+    assert "file://" in node.last_reading.error and "redirect" in node.last_reading.error.lower()
+    commit_payload(sub, NETUID, owner, encode_pointer(ConfigPointer(S3_AT_5.sha256(), f"{base}/to-good.json")))
+    assert node.refresh().config == S3_AT_5

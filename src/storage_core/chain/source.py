@@ -17,6 +17,7 @@ import os
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -49,6 +50,18 @@ MAX_DOCUMENT_BYTES = 1 << 20
 # --------------------------------------------------------------------------- pointer documents
 
 
+class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow redirects only to http(s): a pointer must not lead a node anywhere else."""
+
+    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> Any:
+        if not newurl.startswith(("http://", "https://")):
+            raise urllib.error.URLError(f"refusing redirect to {newurl!r} (only http(s) is followed)")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_OPENER = urllib.request.build_opener(_HttpOnlyRedirects)
+
+
 @attrs.frozen
 class DocumentFetcher:
     """Fetches a pointer's document: from a local mirror the user gave, else over http(s) from its URL.
@@ -73,7 +86,7 @@ class DocumentFetcher:
                 "(pointer)", f"URL {pointer.url!r} is not http(s); give a local copy with --config-mirror / {MIRROR_ENV}"
             )
         try:
-            with urllib.request.urlopen(pointer.url, timeout=self.timeout) as response:  # noqa: S310 - scheme checked
+            with _OPENER.open(pointer.url, timeout=self.timeout) as response:
                 data = response.read(self.max_bytes + 1)
         except OSError as error:
             raise ConfigError("(pointer)", f"cannot fetch {pointer.url}: {error}") from error
@@ -231,6 +244,7 @@ class ConfigSource:
         self.overrides = dict(overrides or {})
         self.interval = float(interval if interval is not None else env.get(POLL_ENV, DEFAULT_POLL_SECONDS))
         self.last_reading: ChainReading | None = None
+        self._saved: tuple[StorageConfig, int | None] | None = None
         self._resolved: ResolvedConfig | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -249,7 +263,9 @@ class ConfigSource:
         self.last_reading = reading
         if reading.status == "ok":
             assert reading.config is not None
-            self.cache.save(reading)
+            if self._saved != (reading.config, reading.block):
+                self.cache.save(reading)
+                self._saved = (reading.config, reading.block)
             return ConfigLayer("chain", reading.config.to_dict())
         if reading.status == "absent":
             logger.info("subnet %d owner %s has no config commitment; using environment/defaults",
