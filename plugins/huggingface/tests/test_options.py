@@ -1,0 +1,63 @@
+"""Options, identity and back-off helpers: bad input gets an error naming the field; tokens stay secret."""
+
+from __future__ import annotations
+
+import pytest
+
+from storage_core.errors import ConfigError
+from storage_core_huggingface import plugin
+from storage_core_huggingface.identity import manifest_problem, repo_id_for, signed_manifest
+from storage_core_huggingface.options import HfOptions
+from storage_core_huggingface.retry import Backoff
+
+from conftest import keypair
+
+
+def test_options_are_checked_and_the_token_is_never_shown():
+    options = HfOptions.from_mapping({"namespace": "sn13", "token": "hf_secret", "private": "true"})
+    assert options.private is True and options.endpoint == "https://huggingface.co"
+    assert "hf_secret" not in repr(options)
+    for bad, field in [({}, "namespace"), ({"namespace": "a b"}, "namespace"),
+                       ({"namespace": "x", "endpoint": "ftp://x"}, "endpoint"),
+                       ({"namespace": "x", "max_attempts": 0}, "max_attempts"),
+                       ({"namespace": "x", "private": "maybe"}, "private"),
+                       ({"namespace": "x", "bucket": "b"}, "bucket")]:
+        with pytest.raises(ConfigError, match=field):
+            HfOptions.from_mapping(bad)
+
+
+def test_the_descriptor_marks_the_token_secret():
+    [descriptor] = plugin.storage_backends()
+    specs = {spec.name: spec for spec in descriptor.options}
+    assert specs["token"].secret and specs["namespace"].required
+    assert {"endpoint", "repo_prefix", "private"} <= set(specs)
+
+
+def test_repo_ids_are_derived_and_hotkeys_checked():
+    miner = keypair("miner-a")
+    assert repo_id_for("sn13", "p", miner.ss58_address) == f"sn13/p-{miner.ss58_address}"
+    with pytest.raises(ValueError, match="ss58"):
+        repo_id_for("sn13", "p", "../evil")
+
+
+def test_a_manifest_proves_only_its_own_repo_and_hotkey():
+    miner_a, miner_b = keypair("miner-a"), keypair("miner-b")
+    repo_a = repo_id_for("sn13", "p", miner_a.ss58_address)
+    payload, signature = signed_manifest(miner_a, repo_a)
+    assert manifest_problem(payload, signature, repo_a, miner_a.ss58_address) is None
+    assert "does not name" in manifest_problem(payload, signature, repo_id_for("sn13", "p", miner_b.ss58_address),
+                                               miner_b.ss58_address)
+    assert "not a signature" in manifest_problem(payload, b"zz", repo_a, miner_a.ss58_address)
+    assert "missing" in manifest_problem(None, None, repo_a, miner_a.ss58_address)
+
+
+def test_backoff_stops_at_once_on_errors_that_are_not_transient():
+    calls = []
+
+    def fails():
+        calls.append(1)
+        raise ValueError("bad")
+
+    with pytest.raises(ValueError):
+        Backoff(attempts=5, sleep=lambda s: None).call("x", fails)
+    assert len(calls) == 1
