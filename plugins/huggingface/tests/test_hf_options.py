@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import pytest
 
+from storage_core.chain.keys import keypair_from_uri
 from storage_core.errors import ConfigError
 from storage_core_huggingface import plugin
 from storage_core_huggingface.identity import manifest_problem, repo_id_for, signed_manifest
 from storage_core_huggingface.options import HfOptions
 from storage_core_huggingface.retry import Backoff
 
-from conftest import keypair
+
+def keypair(name: str):
+    return keypair_from_uri(f"//hf-{name}")
 
 
 def test_options_are_checked_and_the_token_is_never_shown():
