@@ -205,11 +205,14 @@ class LastKnownGood:
 
 
 def default_cache_path(netuid: int, network: str = "finney", environ: Mapping[str, str] | None = None) -> Path:
+    """``$STORAGE_CORE_CONFIG_CACHE``, else in ``$STORAGE_CORE_STATE_DIR``, else ``~/.cache/storage-core``."""
     env = os.environ if environ is None else environ
     if env.get(CACHE_ENV):
         return Path(env[CACHE_ENV])
-    base = Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "storage-core" / f"chain-config-{network}-{netuid}.json"
+    name = f"chain-config-{network}-{netuid}.json"
+    if env.get("STORAGE_CORE_STATE_DIR"):
+        return Path(env["STORAGE_CORE_STATE_DIR"]) / name
+    return Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "storage-core" / name
 
 
 # --------------------------------------------------------------------------- the source

@@ -236,7 +236,7 @@ def _publish(
         receipt = commit_payload(subtensor, netuid, signer, payload)
     except StorageCoreError as error:
         raise _fail(error) from error
-    click.echo(f"committed in block {receipt.block_hash} (extrinsic {receipt.extrinsic_id})")
+    click.echo(f"committed: extrinsic {receipt.extrinsic_id} in block {receipt.block_hash}")
 
 
 # --------------------------------------------------------------------------- commands
