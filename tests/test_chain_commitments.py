@@ -103,3 +103,14 @@ def test_network_selection(tmp_path):
         open_subtensor("devchain:" + str(path))
     with pytest.raises(ChainError, match="Unknown network"):
         open_subtensor("no-such-network")
+
+
+def test_an_awaited_client_is_refused_clearly(chain):
+    import asyncio
+
+    async def main():
+        async with chain.subtensor() as client:
+            with pytest.raises(ChainError, match="needs a blocking bittensor.Subtensor"):
+                read_owner_hotkey(client, NETUID)
+
+    asyncio.run(main())

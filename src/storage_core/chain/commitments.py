@@ -8,6 +8,7 @@ message a subnet owner can act on.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import re
 from typing import Any
@@ -51,11 +52,21 @@ def _network(subtensor: Any) -> str:
 
 def _reading(subtensor: Any, what: str, read: Any) -> Any:
     try:
-        return read()
+        value = read()
     except ChainError:
         raise
     except Exception as error:  # the SDK raises connection, RPC and decoding errors of several types
         raise ChainError(f"cannot read {what} from {_network(subtensor)}: {error}") from error
+    return blocking_result(value)
+
+
+def blocking_result(value: Any) -> Any:
+    """Refuse the awaited (async) client: storage-core's chain calls are blocking."""
+    if inspect.isawaitable(value):
+        if inspect.iscoroutine(value):
+            value.close()
+        raise ChainError("storage-core needs a blocking bittensor.Subtensor (not awaited); pass bt.Subtensor(network)")
+    return value
 
 
 def read_owner_hotkey(subtensor: Any, netuid: int) -> str:
@@ -141,7 +152,9 @@ def commit_payload(subtensor: Any, netuid: int, signer: Any, payload: str) -> Co
     fields = commitment_fields(payload)
     call = bt.calls.Commitments.set_commitment(netuid=netuid, info={"fields": fields})
     try:
-        result = subtensor.submit_call(call, signer, signer="hotkey")
+        result = blocking_result(subtensor.submit_call(call, signer, signer="hotkey"))
+    except ChainError:
+        raise
     except Exception as error:  # encoding, connection and signing failures
         raise ChainError(f"could not submit the commitment to {_network(subtensor)}: {error}") from error
     if not result.success:

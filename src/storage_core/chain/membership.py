@@ -35,10 +35,14 @@ def read_membership(subtensor: Any, netuid: int) -> MembershipView:
     """Read the subnet's registrations and validator permits from the chain."""
     import bittensor as bt
 
+    from storage_core.chain.commitments import blocking_result
+
     try:
-        keys = subtensor.query_map(bt.storage.SubtensorModule.Keys, [netuid])
-        permits = subtensor.query(bt.storage.SubtensorModule.ValidatorPermit, [netuid]) or []
+        keys = blocking_result(subtensor.query_map(bt.storage.SubtensorModule.Keys, [netuid]))
+        permits = blocking_result(subtensor.query(bt.storage.SubtensorModule.ValidatorPermit, [netuid])) or []
         block = subtensor.block
+    except ChainError:
+        raise
     except Exception as error:  # the SDK raises connection, RPC and decoding errors of several types
         raise ChainError(f"cannot read the neurons of subnet {netuid}: {error}") from error
     by_uid = {int(uid): str(hotkey) for uid, hotkey in keys}
