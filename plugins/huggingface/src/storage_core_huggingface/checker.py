@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import struct
 from typing import Any
 
 import pyarrow as pa
@@ -25,6 +26,7 @@ from storage_core_huggingface.options import HfOptions
 from storage_core_huggingface.uploader import BACKEND_ID, backend_error, backoff_for
 
 logger = logging.getLogger(__name__)
+FOOTER_GUESS = 16 * 1024
 _DATA_NAME = re.compile(rf"^hotkey=[^/]+/source=[^/]+/date=[^/]+/([0-9a-f]{{{NAME_HASH_CHARS}}})\.parquet$")
 
 
@@ -38,11 +40,30 @@ def _sought_in(stats: Any, sought: set[str]) -> bool:
     return any(low <= uri <= high for uri in sought)
 
 
-def scan_file(handle: Any, sought: set[str]) -> tuple[set[str], str | None]:
+def read_footer(handle: Any, size: int) -> pq.FileMetaData:
+    """The parquet footer from one tail read of ``FOOTER_GUESS`` bytes (two reads when the footer is larger).
+
+    pyarrow's own reader fetches a fixed 64 KiB tail; footers of storage-core chunks are a few KiB.
+    """
+    guess = min(size, FOOTER_GUESS)
+    handle.seek(size - guess)
+    tail = handle.read(guess)
+    if len(tail) < 12 or tail[-4:] != b"PAR1":
+        raise ValueError("no parquet trailer (PAR1)")
+    length = struct.unpack("<I", tail[-8:-4])[0]
+    if length + 12 > size:
+        raise ValueError(f"footer length {length} exceeds the file size {size}")
+    if length + 8 > len(tail):
+        handle.seek(size - length - 8)
+        tail = handle.read(length + 8)
+    return pq.read_metadata(pa.BufferReader(b"PAR1" + tail[-(length + 8):]))
+
+
+def scan_file(handle: Any, size: int, sought: set[str]) -> tuple[set[str], str | None]:
     """URIs of ``sought`` found in one parquet file object, or a schema problem. Reads footer + uri chunks."""
     try:
-        parquet = pq.ParquetFile(handle, pre_buffer=False)
-    except (pa.ArrowInvalid, OSError) as error:
+        parquet = pq.ParquetFile(handle, metadata=read_footer(handle, size), pre_buffer=False)
+    except (pa.ArrowInvalid, OSError, ValueError) as error:
         return set(), f"not a readable parquet file: {error}"
     problem = schema_problem(parquet.schema_arrow)
     if problem:
@@ -116,7 +137,7 @@ def validate(context: BackendContext, miner_hotkey: str, uris: tuple[str, ...]) 
             scanned += 1
             try:
                 with fs.open(f"{root}/{path}", "rb", revision=revision, cache_type="none", size=entry.size) as handle:
-                    hits, problem = scan_file(handle, sought - found)
+                    hits, problem = scan_file(handle, entry.size, sought - found)
             except (HfHubHTTPError, OSError) as error:
                 raise backend_error(f"reading {path} in", repo_id, error) from error
             if problem:
