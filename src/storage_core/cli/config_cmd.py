@@ -149,7 +149,7 @@ def _current_config(subtensor: Any, netuid: int, mirror: Path | None, replace: b
     from storage_core.chain.source import read_chain_config
 
     reading = read_chain_config(subtensor, netuid, _fetcher(mirror))
-    if reading.status == "ok":
+    if reading.status == "ok" and reading.config is not None:
         return reading.config, reading
     if reading.status == "absent":
         click.echo(f"subnet {netuid} has no storage config on chain yet; starting from the built-in defaults")
@@ -424,4 +424,5 @@ def check_command(
     if reading.status == "absent":
         click.echo(f"subnet {netuid}: owner {reading.owner_hotkey} has no config commitment (defaults apply)")
         return
-    click.echo(f"subnet {netuid}: the config on chain is valid (block {reading.block}, sha256 {reading.config.sha256()})")
+    sha = reading.config.sha256() if reading.config is not None else "?"
+    click.echo(f"subnet {netuid}: the config on chain is valid (block {reading.block}, sha256 {sha})")

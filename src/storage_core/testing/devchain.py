@@ -29,7 +29,7 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -437,6 +437,74 @@ class DevSubstrate:
             block_hash=_block_hash(block),
             extrinsic_id=f"{block}-1",
         )
+
+
+    # ----------------------------------------------------------------- the rest of the Substrate contract
+
+    async def get_block(self, block_number: int | None = None, block_hash: str | None = None) -> dict | None:
+        number = self.chain.block if block_number is None else block_number
+        return {"header": {"number": number, "hash": _block_hash(number)}, "extrinsics": []}
+
+    async def events(self, block_hash: str | None = None) -> list[dict]:
+        return []
+
+    async def estimate_weight(self, call: Any, keypair: Any) -> dict:
+        return {"ref_time": 0, "proof_size": 0}
+
+    async def mev_next_key(self) -> bytes | None:
+        return None  # no MEV shield on the dev chain
+
+    async def runtime_call(self, api: str, method: str, params: list, block_hash: str | None = None) -> Any:
+        raise _unsupported(f"runtime API {api}.{method}")
+
+    async def decode_scale(self, type_string: str, data: Any) -> Any:
+        raise _unsupported("SCALE decoding")
+
+    def blocks(self, *, finalized: bool = False) -> AsyncIterator[dict]:
+        raise _unsupported("block subscriptions")
+
+    async def sign_extrinsic(self, call: Any, keypair: Any, *, nonce: int, period: int) -> tuple[bytes, str]:
+        raise _unsupported("detached signing")
+
+    async def find_extrinsic(self, extrinsic_hash: str, block_hash: str) -> ExtrinsicResult | None:
+        return None
+
+    async def prepare(
+        self,
+        call: Any,
+        *,
+        address: str,
+        crypto_type: int = 1,
+        nonce: int | None = None,
+        period: int | None = None,
+        tip: int = 0,
+        metadata_hash: bytes | None = None,
+    ) -> Any:
+        raise _unsupported("out-of-process signing")
+
+    async def submit_signature(
+        self, unsigned: Any, signature: bytes | str, *, wait_for_inclusion: bool = True,
+        wait_for_finalization: bool = True,
+    ) -> ExtrinsicResult:
+        raise _unsupported("out-of-process signing")
+
+    async def submit_signed(
+        self, extrinsic: Any, keypair: Any, *, wait_for_inclusion: bool = True, wait_for_finalization: bool = True
+    ) -> ExtrinsicResult:
+        raise _unsupported("pre-signed extrinsics")
+
+    def multisig_account(self, signatories: list[str], threshold: int) -> Any:
+        raise _unsupported("multisig")
+
+    async def submit_multisig(
+        self, call: Any, keypair: Any, multisig_account: Any, *, wait_for_inclusion: bool = True,
+        wait_for_finalization: bool = True,
+    ) -> ExtrinsicResult:
+        raise _unsupported("multisig")
+
+
+def _unsupported(what: str) -> ChainError:
+    return ChainError(f"the storage-core dev chain does not implement {what}", name="Unsupported")
 
 
 def _check_commitment_encoding(params: dict[str, Any]) -> None:
