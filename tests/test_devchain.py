@@ -53,6 +53,10 @@ def test_sdk_reads_registration_owner_and_permits(chain, owner):
     assert sub.read("uid", hotkey_ss58=Keypair.create_from_uri("//nobody").ss58_address, netuid=NETUID) is None
     assert sub.query(bt.storage.SubtensorModule.ValidatorPermit, [NETUID]) == [True, False, True]
     assert sub.read("netuids_for_hotkey", hotkey_ss58=miner.ss58_address) == [NETUID]
+    neurons = sub.read("neurons", netuid=NETUID)
+    assert [(n.uid, n.hotkey, n.validator_permit) for n in neurons] == [
+        (0, owner.ss58_address, True), (1, miner.ss58_address, False), (2, validator.ss58_address, True)
+    ]
 
 
 def test_commitment_round_trips_through_the_sdk(chain, owner):

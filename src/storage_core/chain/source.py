@@ -250,6 +250,7 @@ class ConfigSource:
         self._saved: tuple[StorageConfig, int | None] | None = None
         self._resolved: ResolvedConfig | None = None
         self._lock = threading.Lock()
+        self._refresh_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._listeners: list[Callable[[ResolvedConfig], None]] = []
@@ -291,7 +292,11 @@ class ConfigSource:
             return None
 
     def refresh(self) -> ResolvedConfig:
-        """Read the chain now and return the new effective config."""
+        """Read the chain now and return the new effective config (one refresh at a time)."""
+        with self._refresh_lock:
+            return self._refresh()
+
+    def _refresh(self) -> ResolvedConfig:
         layers = [default_layer()]
         env_layer = self._environment_layer()
         chain_layer = self._chain_layer()

@@ -455,6 +455,9 @@ class DevSubstrate:
         return None  # no MEV shield on the dev chain
 
     async def runtime_call(self, api: str, method: str, params: list, block_hash: str | None = None) -> Any:
+        if (api, method) == ("NeuronInfoRuntimeApi", "get_neurons_lite"):
+            subnet = self.chain.read_state()["subnets"].get(str(params[0]))
+            return [_neuron_record(n, params[0]) for n in (subnet["neurons"] if subnet else []) if n]
         raise _unsupported(f"runtime API {api}.{method}")
 
     async def decode_scale(self, type_string: str, data: Any) -> Any:
@@ -501,6 +504,20 @@ class DevSubstrate:
         wait_for_finalization: bool = True,
     ) -> ExtrinsicResult:
         raise _unsupported("multisig")
+
+
+def _neuron_record(neuron: dict[str, Any], netuid: int) -> dict[str, Any]:
+    """The fields of ``NeuronInfoLite`` that the SDK's ``neurons`` read lifts (no stake on the dev chain)."""
+    return {
+        "uid": neuron["uid"],
+        "netuid": netuid,
+        "hotkey": neuron["hotkey"],
+        "coldkey": neuron["coldkey"],
+        "active": True,
+        "validator_permit": neuron["validator_permit"],
+        "last_update": neuron["registered_at"],
+        "stake": [],
+    }
 
 
 def _unsupported(what: str) -> ChainError:
