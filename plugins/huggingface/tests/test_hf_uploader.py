@@ -121,3 +121,11 @@ def test_a_malformed_batch_is_refused_before_any_request(hf_world, tmp_path):
     with pytest.raises(InvalidBatchError, match="sha256"):
         uploader.upload(hf_world.context(miner), attrs.evolve(batch, files=(attrs.evolve(batch.files[0], sha256="0" * 64),)))
     assert hf_world.hub.stats.requests == requests
+
+
+def test_the_token_may_come_from_hf_token_instead_of_the_options(hf_world, tmp_path, monkeypatch):
+    miner = hf_world.miners[0]
+    batch = make_batch(tmp_path, miner.ss58_address, rows=100, seed=9)
+    monkeypatch.setenv("HF_TOKEN", hf_world.tokens[miner.ss58_address])
+    receipt = uploader.upload(hf_world.context(miner, token=None), batch)
+    assert hf_world.hub.commit_count(receipt.location) == 1
