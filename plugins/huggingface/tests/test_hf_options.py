@@ -23,10 +23,14 @@ def test_options_are_checked_and_the_token_is_never_shown():
     for bad, field in [({}, "namespace"), ({"namespace": "a b"}, "namespace"),
                        ({"namespace": "x", "endpoint": "ftp://x"}, "endpoint"),
                        ({"namespace": "x", "max_attempts": 0}, "max_attempts"),
-                       ({"namespace": "x", "private": "maybe"}, "private"),
-                       ({"namespace": "x", "bucket": "b"}, "bucket")]:
+                       ({"namespace": "x", "private": "maybe"}, "private")]:
         with pytest.raises(ConfigError, match=field):
             HfOptions.from_mapping(bad)
+
+
+def test_unknown_options_are_ignored_with_a_warning(caplog):
+    assert HfOptions.from_mapping({"namespace": "x", "future_option": 1}).namespace == "x"
+    assert "future_option" in caplog.text
 
 
 def test_the_descriptor_marks_the_token_secret():

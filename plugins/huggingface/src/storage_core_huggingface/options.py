@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -11,6 +12,7 @@ import attrs
 from storage_core.errors import ConfigError
 from storage_core.values import OptionSpec
 
+logger = logging.getLogger(__name__)
 HUB_ENDPOINT = "https://huggingface.co"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 
@@ -61,8 +63,8 @@ class HfOptions:
     def from_mapping(cls, options: Mapping[str, Any]) -> HfOptions:
         known = {spec.name for spec in OPTION_SPECS}
         unknown = sorted(set(options) - known)
-        if unknown:
-            raise ConfigError(f"huggingface.{unknown[0]}", f"unknown option (known: {', '.join(sorted(known))})")
+        if unknown:  # a newer config may add options: ignore them rather than stop an older node
+            logger.warning("huggingface: ignoring unknown options %s", ", ".join(unknown))
         namespace = options.get("namespace")
         if not isinstance(namespace, str) or not _NAME.match(namespace):
             raise ConfigError("huggingface.namespace", f"must be an HF user or organisation name, got {namespace!r}")
