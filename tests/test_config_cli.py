@@ -227,3 +227,20 @@ def test_missing_netuid_and_unknown_chain(tmp_path):
     assert "--netuid is required" in run(["get"]).output
     result = run(["get", "--netuid", "13", "--subtensor.network", f"devchain:{tmp_path / 'none.json'}"])
     assert result.exit_code == 1 and "no dev chain state file" in result.output
+
+
+def test_set_from_a_document_and_check_it(chain, wallets, tmp_path):
+    document = tmp_path / "doc.json"
+    document.write_text(json.dumps({
+        "version": 1,
+        "backends": {"s3": {"enabled": True, "rollout_percent": 50, "options": {"bucket": "from-doc"}}},
+        "validation_policy": "primary",
+        "fallback_order": ["s3"],
+    }))
+    check = run(["check", "--file", str(document)])
+    assert check.exit_code == 0 and "valid" in check.output and "sc1;p=primary;f=s3;b=s3:1:50:bucket=from-doc" in check.output
+    result = run(["set", *chain_args(chain), *owner_args(wallets), "--document", str(document), "--region", "ap-1",
+                  "--yes"])
+    assert result.exit_code == 0, result.output
+    assert stored(chain, wallets) == b"sc1;p=primary;f=s3;b=s3:1:50:bucket=from-doc,region=ap-1"
+    assert run(["check", "--payload", stored(chain, wallets).decode()]).exit_code == 0
