@@ -93,7 +93,8 @@ def validate(context: BackendContext, miner_hotkey: str, uris: tuple[str, ...]) 
     scanned = 0
     with metered() as meter:
         try:
-            revision = backoff.call(f"read {repo_id}", lambda: api.repo_info(repo_id, repo_type="dataset").sha)
+            revision: str = backoff.call(
+                f"read {repo_id}", lambda: api.repo_info(repo_id, repo_type="dataset").sha or "main")
         except RepositoryNotFoundError:
             return ValidationResult(backend=BACKEND_ID, miner_hotkey=miner_hotkey, found=frozenset(),
                                     requests=meter.requests, bytes_read=meter.bytes_read)

@@ -462,8 +462,8 @@ def _listing(tree: Mapping[str, dict[str, Any]], base: str, recursive: bool) -> 
     return [items[key] for key in sorted(items)]
 
 
-def create_app(hub: DevHub) -> Starlette:
-    """The Starlette application serving ``hub``."""
+def create_app(hub: DevHub) -> Any:
+    """The ASGI application serving ``hub`` (Starlette routes inside a counting middleware)."""
 
     async def whoami(request: Request) -> Response:
         grant = hub.grant_for(request)
