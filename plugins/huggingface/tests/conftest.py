@@ -96,3 +96,8 @@ def hf_world(dev_hub: RunningHub) -> HfWorld:
     tokens[validator.ss58_address] = f"hf_validator_t{index}"
     dev_hub.hub.add_org(namespace, members)
     return HfWorld(running=dev_hub, namespace=namespace, miners=miners, validator=validator, tokens=tokens)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # huggingface_hub's LFS upload passes a file object as `data=`; httpx2 warns about it on every upload.
+    config.addinivalue_line("filterwarnings", "ignore:Use 'content=<...>':DeprecationWarning")

@@ -129,3 +129,12 @@ def test_the_token_may_come_from_hf_token_instead_of_the_options(hf_world, tmp_p
     monkeypatch.setenv("HF_TOKEN", hf_world.tokens[miner.ss58_address])
     receipt = uploader.upload(hf_world.context(miner, token=None), batch)
     assert hf_world.hub.commit_count(receipt.location) == 1
+
+
+def test_health_reports_whether_the_hub_accepts_the_token(hf_world):
+    from storage_core_huggingface import plugin
+
+    miner = hf_world.miners[0]
+    assert plugin.storage_health(hf_world.context(miner)).ok
+    refused = plugin.storage_health(hf_world.context(miner, token="hf_wrong"))
+    assert not refused.ok and "hf_wrong" not in refused.detail
