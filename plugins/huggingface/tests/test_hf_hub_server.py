@@ -50,8 +50,30 @@ def test_resolve_serves_lfs_headers_and_ranges(api_world):
     assert part.headers["content-range"] == f"bytes 100-199/{len(content)}"
     assert httpx.get(url, headers={"Range": "bytes=-10"}).content == content[-10:]
     assert httpx.get(url, headers={"Range": f"bytes={len(content)}-"}).status_code == 416
+    assert httpx.get(url, headers={"Range": "bytes=a-b"}).status_code == 416
     regular = httpx.head(f"{running.url}/datasets/{repo}/resolve/main/b.txt")
     assert "x-linked-etag" not in regular.headers and regular.headers["content-length"] == "2"
+
+
+def test_a_malformed_commit_is_refused_and_changes_nothing(api_world):
+    running, namespace, api = api_world
+    repo = f"{namespace}/strict"
+    api.create_repo(repo, repo_type="dataset")
+    before = running.hub.commits(repo)
+    url = f"{running.url}/api/datasets/{repo}/commit/main"
+    headers = {"Authorization": f"Bearer tok-{namespace}", "Content-Type": "application/x-ndjson"}
+    bodies = [
+        b"not json\n",
+        b'{"key":"file","value":{"path":"a","content":"x","encoding":"base64"}}\n',  # no header line
+        b'{"key":"header","value":{"summary":"s"}}\n{"key":"lfsFile","value":{"path":"a.parquet","oid":"0"}}\n',
+        b'{"key":"header","value":{"summary":"s"}}\n{"key":"file","value":{"path":"../x","content":"","encoding":"base64"}}\n',
+        b'{"key":"header","value":{"summary":"s"}}\n{"key":"deletedFile","value":{"path":"missing"}}\n',
+    ]
+    for body in bodies:
+        answer = httpx.post(url, content=body, headers=headers)
+        assert 400 <= answer.status_code < 500, (body, answer.status_code)
+        assert answer.json()["error"]
+    assert running.hub.commits(repo) == before
 
 
 def test_tree_listing_is_paginated_when_large(api_world):

@@ -360,9 +360,15 @@ class DevHub:
                 if key == "file":
                     if value.get("encoding") != "base64":
                         raise HubError(400, f"{path}: unsupported encoding {value.get('encoding')!r}")
-                    tree[path] = self._store_regular_entry(base64.b64decode(value["content"]))
+                    try:
+                        content = base64.b64decode(value.get("content", ""), validate=True)
+                    except ValueError:
+                        raise HubError(400, f"{path}: content is not valid base64") from None
+                    tree[path] = self._store_regular_entry(content)
                 elif key == "lfsFile":
                     oid, size = value.get("oid"), value.get("size")
+                    if not isinstance(oid, str) or not isinstance(size, int):
+                        raise HubError(400, f"{path}: lfsFile needs a string oid and an integer size")
                     if oid not in lfs_available or not self.blob_path(f"lfs-{oid}").is_file():
                         raise HubError(400, f"{path}: LFS object {oid} was not uploaded to this repo")
                     tree[path] = self._lfs_entry(oid, int(size))
@@ -622,11 +628,14 @@ def _parse_range(header: str, size: int) -> tuple[int, int]:
     if unit.strip() != "bytes" or "," in spec:
         raise HubError(416, f"unsupported Range header {header!r}")
     first, _, last = spec.strip().partition("-")
-    if first == "":
-        start, end = max(0, size - int(last)), size - 1
-    else:
-        start = int(first)
-        end = min(int(last), size - 1) if last else size - 1
+    try:
+        if first == "":
+            start, end = max(0, size - int(last)), size - 1
+        else:
+            start = int(first)
+            end = min(int(last), size - 1) if last else size - 1
+    except ValueError:
+        raise HubError(416, f"malformed Range header {header!r}") from None
     if start >= size or start > end:
         raise HubError(416, f"Range {header!r} is not satisfiable for {size} bytes")
     return start, end
