@@ -138,3 +138,14 @@ def test_health_reports_whether_the_hub_accepts_the_token(hf_world):
     assert plugin.storage_health(hf_world.context(miner)).ok
     refused = plugin.storage_health(hf_world.context(miner, token="hf_wrong"))
     assert not refused.ok and "hf_wrong" not in refused.detail
+
+
+def test_xet_is_switched_off_at_runtime_for_a_non_hub_endpoint(hf_world, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", False)  # as if the caller had not set the variable
+    miner = hf_world.miners[0]
+    batch = make_batch(tmp_path, miner.ss58_address, rows=100, seed=10)
+    receipt = uploader.upload(hf_world.context(miner), batch)
+    assert constants.HF_HUB_DISABLE_XET is True
+    assert hf_world.hub.commit_count(receipt.location) == 1
