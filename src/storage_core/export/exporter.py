@@ -1,0 +1,206 @@
+"""Export the miner's new rows (after a watermark) as content-addressed parquet chunks.
+
+One export covers the rows in ``(since, upper]``, where ``upper`` is the last row of an hour bucket
+chosen before reading starts: rows the miner writes meanwhile with later timestamps wait for the next
+export, and the new watermark is exactly ``upper``. Reading picks the cheaper of two plans: a few new
+rows go through the miner's hour-bucket index; many go through one sequential pass in primary-key
+order. A background thread reads the next page while the current one is decoded (sqlite3 releases the
+GIL while it steps), and memory stays bounded by the page size and the partitioner's budget.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import attrs
+
+from storage_core.export.decode import SkippedRow, rows_to_table, source_name
+from storage_core.export.encoding import FieldEncoder
+from storage_core.export.partition import Partitioner
+from storage_core.export.sqlite_source import MinerDatabase, SourceRow
+from storage_core.export.watermark import Watermark
+from storage_core.values import StagedFile
+
+log = logging.getLogger(__name__)
+
+#: ``progress(rows_read, rows_expected)``; rows_expected is an estimate from the hour-bucket index.
+ExportProgress = Callable[[int, int], None]
+T = TypeVar("T")
+
+
+@attrs.frozen
+class ExportOptions:
+    """Knobs of one export; the defaults keep peak memory well under 256 MiB."""
+
+    page_rows: int = 10_000  # rows per SQLite query (one short read transaction each)
+    chunk_rows: int = 100_000  # most rows in one chunk file
+    memory_bytes: int = 64 * 2**20  # Arrow buffers held before spilling to temporary files
+    encoder: FieldEncoder | None = None  # optional Fernet encoding of url / username
+    max_rows: int | None = None  # stop at the hour bucket where this many rows are reached (back-pressure)
+    scan_fraction: float = 0.1  # above this share of the table, one sequential scan beats index lookups
+    max_reported_skips: int = 1_000  # URIs of undecodable rows kept in the result (all are counted)
+
+
+@attrs.frozen
+class ExportResult:
+    """What one export wrote; ``watermark`` is where the next export starts."""
+
+    files: tuple[StagedFile, ...]
+    since: Watermark | None
+    watermark: Watermark | None
+    rows: int
+    rows_read: int
+    skipped_count: int
+    skipped: tuple[SkippedRow, ...]
+    complete: bool  # False when max_rows stopped the export before the newest row
+    method: str  # "index", "scan" or "none"
+    elapsed_s: float
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size_bytes for f in self.files)
+
+
+@attrs.frozen
+class ExportPlan:
+    """Which rows an export covers, and how it reads them."""
+
+    since: Watermark | None
+    upper: Watermark | None
+    last_bucket: int | None
+    expected_rows: int
+    complete: bool
+    method: str
+
+
+def plan_export(database: MinerDatabase, since: Watermark | None, options: ExportOptions) -> ExportPlan:
+    """Choose the upper bound (an hour-bucket boundary) and the read method from index counts alone."""
+    counts = database.bucket_counts(since)
+    if not counts:
+        return ExportPlan(since, None, None, 0, True, "none")
+    chosen, expected = counts[-1][0], 0
+    for bucket, rows in counts:
+        if options.max_rows is not None and expected and expected + rows > options.max_rows:
+            break
+        chosen, expected = bucket, expected + rows
+    upper = database.last_in_bucket(chosen)
+    if upper is None or (since is not None and (upper.text, upper.uri) <= (since.text, since.uri)):
+        return ExportPlan(since, None, None, 0, True, "none")
+    total = database.total_rows()
+    method = "scan" if expected > options.scan_fraction * total else "index"
+    return ExportPlan(since, upper, chosen, expected, chosen == counts[-1][0], method)
+
+
+def _prefetch(pages: Iterator[T], depth: int = 2) -> Iterator[T]:
+    """Run ``pages`` in a thread, ``depth`` items ahead; errors are re-raised in the consumer."""
+    slots: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for page in pages:
+                if stop.is_set():
+                    return
+                slots.put(page)
+            slots.put(done)
+        except BaseException as error:  # handed to the consumer
+            slots.put(error)
+
+    thread = threading.Thread(target=produce, name="storage-core-export-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = slots.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                slots.get_nowait()
+            except queue.Empty:
+                thread.join(0.05)
+
+
+def export(
+    db_path: Path,
+    directory: Path,
+    since: Watermark | None = None,
+    options: ExportOptions = ExportOptions(),
+    progress: ExportProgress | None = None,
+) -> ExportResult:
+    """Write the rows after ``since`` as chunks in ``directory``; nothing is recorded anywhere else.
+
+    Raises ``MinerDatabaseError`` (naming the file, table or column) when the database cannot be read.
+    Rows whose content does not decode are left out, counted, and listed (up to a limit) by URI.
+    """
+    started = time.monotonic()
+    with MinerDatabase(Path(db_path)) as database:
+        plan = plan_export(database, since, options)
+        if plan.upper is None:
+            return ExportResult((), since, since, 0, 0, 0, (), True, "none", time.monotonic() - started)
+        if plan.method == "scan":
+            pages = database.iter_scan_pages(since, plan.upper, options.page_rows)
+        else:
+            pages = database.iter_index_pages(since, plan.upper, plan.last_bucket, options.page_rows)
+        partitioner = Partitioner(Path(directory), chunk_rows=options.chunk_rows, memory_bytes=options.memory_bytes)
+        rows_read = rows_kept = skipped_count = 0
+        skipped: list[SkippedRow] = []
+        try:
+            for page in _prefetch(pages):
+                rows_read += len(page)
+                for source, rows, page_skips in _by_source(page):
+                    if rows:
+                        table, failures = rows_to_table(source, rows, options.encoder)
+                        page_skips = page_skips + failures
+                        if table is not None:
+                            partitioner.add(source, table)
+                            rows_kept += table.num_rows
+                    skipped_count += len(page_skips)
+                    skipped.extend(page_skips[: max(0, options.max_reported_skips - len(skipped))])
+                if progress is not None:
+                    progress(rows_read, max(plan.expected_rows, rows_read))
+            files = partitioner.finish()
+        except BaseException:
+            partitioner.discard()
+            raise
+    if skipped_count:
+        log.warning("export: skipped %d rows whose content does not decode (first: %s)", skipped_count, skipped[0])
+    elapsed = time.monotonic() - started
+    log.info("export: %d rows in %d chunks (%s, %.1f s), watermark %s", rows_kept, len(files), plan.method,
+             elapsed, plan.upper)
+    return ExportResult(
+        files=tuple(files),
+        since=since,
+        watermark=plan.upper,
+        rows=rows_kept,
+        rows_read=rows_read,
+        skipped_count=skipped_count,
+        skipped=tuple(skipped),
+        complete=plan.complete,
+        method=plan.method,
+        elapsed_s=elapsed,
+    )
+
+
+def _by_source(page: list[SourceRow]) -> Iterator[tuple[str, list[SourceRow], list[SkippedRow]]]:
+    """Split a page by source, keeping order; rows of an unknown source are skipped."""
+    groups: dict[int, list[SourceRow]] = {}
+    for row in page:
+        groups.setdefault(row[2], []).append(row)
+    for number, rows in groups.items():
+        name = source_name(number)
+        if name is None:
+            yield "unknown", [], [SkippedRow(row[0], f"unknown DataEntity.source {number}") for row in rows]
+        else:
+            yield name, rows, []

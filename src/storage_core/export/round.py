@@ -1,0 +1,260 @@
+"""One miner upload round: export the new rows once, publish them to every selected backend, prune.
+
+The round never converts the same rows twice, whatever the number of backends: the export writes
+chunks into the spool, and each backend gets the chunks it still owes (a backend that was down last
+round gets its older chunks in a batch of their own). The publisher is the dispatcher's
+``upload(batch, backends)``: it isolates backends, applies time-outs and fallback, and returns one
+``UploadOutcome`` per backend, so a failure here is recorded, never raised.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+
+import attrs
+
+from storage_core.export.exporter import ExportOptions, export
+from storage_core.export.spool import Spool
+from storage_core.export.watermark import Watermark
+from storage_core.values import StagedFile, UploadBatch, UploadOutcome
+
+log = logging.getLogger(__name__)
+
+Publisher = Callable[[UploadBatch, tuple[str, ...]], "Mapping[str, UploadOutcome] | Sequence[UploadOutcome]"]
+
+#: Chunk bytes per row assumed before the ledger has measured any (zstd parquet of ~1 KB posts).
+DEFAULT_BYTES_PER_ROW = 300
+
+
+@attrs.frozen
+class RoundProgress:
+    """A progress event: ``phase`` is "export" (rows) or "upload" (bytes of one batch to some backends)."""
+
+    phase: str
+    completed: int
+    total: int
+    backends: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class BackendRoundResult:
+    """What one backend did this round."""
+
+    backend: str
+    status: str  # ok, failed, timeout, idle (nothing to send)
+    files: int = 0
+    bytes: int = 0
+    still_owed_files: int = 0  # chunks this backend has not acknowledged after the round
+    error: str | None = None
+    stood_in_for: tuple[str, ...] = ()  # backends this one replaced as a fallback
+
+    def as_row(self) -> dict[str, object]:
+        return attrs.asdict(self)
+
+
+@attrs.frozen
+class RoundResult:
+    """Everything a CLI needs to print a round as a table (``as_dict`` for ``--json``)."""
+
+    round_id: str
+    rows_exported: int
+    chunks_exported: int
+    bytes_exported: int
+    skipped_rows: int
+    skipped_uris: tuple[str, ...]
+    watermark: Watermark | None
+    backends: tuple[BackendRoundResult, ...]
+    exports: int  # export passes (more than one when the spool bound paused the export)
+    backpressure: bool  # True when rows are still waiting because the spool stayed full
+    pruned_files: int
+    spool_bytes: int
+    elapsed_s: float
+
+    @property
+    def ok(self) -> bool:
+        return all(b.status in ("ok", "idle") for b in self.backends)
+
+    def backend(self, name: str) -> BackendRoundResult:
+        for result in self.backends:
+            if result.backend == name:
+                return result
+        raise KeyError(name)
+
+    def as_dict(self) -> dict[str, object]:
+        data = attrs.asdict(self, recurse=True, filter=lambda field, _v: field.name != "watermark")
+        data["watermark"] = self.watermark.to_dict() if self.watermark else None
+        return data
+
+
+class _Tally:
+    def __init__(self, backend: str) -> None:
+        self.backend = backend
+        self.status = "idle"
+        self.files = self.bytes = 0
+        self.error: str | None = None
+        self.stood_in_for: set[str] = set()
+
+    def result(self, owed: int) -> BackendRoundResult:
+        return BackendRoundResult(
+            self.backend, self.status, self.files, self.bytes, owed, self.error, tuple(sorted(self.stood_in_for))
+        )
+
+
+def _outcomes(answer: Mapping[str, UploadOutcome] | Sequence[UploadOutcome]) -> list[UploadOutcome]:
+    values = answer.values() if isinstance(answer, Mapping) else answer
+    return [outcome for outcome in values if isinstance(outcome, UploadOutcome)]
+
+
+def _acknowledged(outcome: UploadOutcome, files: Sequence[StagedFile]) -> list[StagedFile]:
+    """The files an ok outcome really covers: all of them, or those its receipt lists by sha256."""
+    if outcome.receipt is None:
+        return list(files)
+    stored = {obj.sha256 for obj in outcome.receipt.objects}
+    covered = [staged for staged in files if staged.sha256 in stored]
+    if len(covered) < len(files):
+        log.warning("%s: receipt lists %d of %d chunks; the rest stay owed", outcome.backend, len(covered), len(files))
+    return covered
+
+
+def run_upload_round(
+    db_path: Path | str,
+    spool: Spool,
+    backends: Iterable[str],
+    publish: Publisher,
+    *,
+    miner_hotkey: str,
+    options: ExportOptions = ExportOptions(),
+    round_id: str | None = None,
+    progress: Callable[[RoundProgress], None] | None = None,
+) -> RoundResult:
+    """Run one round for one miner; see the module docstring. Raises only for a bad database or spool."""
+    started = time.monotonic()
+    round_id = round_id or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+    selected = tuple(dict.fromkeys(backends))
+    tallies = {name: _Tally(name) for name in selected}
+    down: set[str] = set()
+    rows = chunks = size = skipped = exports = pruned = 0
+    skipped_uris: list[str] = []
+    backpressure = False
+
+    with spool.locked():
+        spool.recover()
+        spool.retire(selected)
+        exhausted = not selected  # with no backend selected there is nobody to export for
+        while True:
+            if not exhausted:
+                room = spool.room_bytes()
+                if room is not None and room <= 0:
+                    backpressure = True
+                else:
+                    export_options = options
+                    if room is not None:
+                        per_row = spool.ledger.bytes_per_row() or DEFAULT_BYTES_PER_ROW
+                        budget = max(1, int(room / per_row))
+                        export_options = attrs.evolve(options, max_rows=min(options.max_rows or budget, budget))
+
+                    def on_rows(done: int, total: int) -> None:
+                        if progress is not None:
+                            progress(RoundProgress("export", done, total))
+
+                    result = export(Path(db_path), spool.chunk_dir, spool.watermark(), export_options, on_rows)
+                    spool.commit_export(result, selected, round_id)
+                    exports += 1
+                    rows += result.rows
+                    chunks += len(result.files)
+                    size += result.total_bytes
+                    skipped += result.skipped_count
+                    skipped_uris.extend(row.uri for row in result.skipped)
+                    exhausted = result.complete
+
+            for need, files in sorted(spool.pending_groups(set(selected) - down).items(), key=lambda i: sorted(i[0])):
+                _publish(spool, publish, miner_hotkey, round_id, need, files, tallies, down, progress)
+            freed_files, _freed_bytes = spool.prune()
+            pruned += freed_files
+
+            if exhausted:
+                break
+            room = spool.room_bytes()
+            if room is not None and room <= 0:
+                backpressure = True
+                log.warning("round %s: spool %s is full (%d bytes); export paused until backends catch up",
+                            round_id, spool.directory, spool.used_bytes())
+                break
+
+        owed = {name: 0 for name in selected}
+        for backends_owing in spool.ledger.pending().values():
+            for name in backends_owing:
+                if name in owed:
+                    owed[name] += 1
+        spool_bytes = spool.used_bytes()
+        watermark = spool.watermark()
+
+    return RoundResult(
+        round_id=round_id,
+        rows_exported=rows,
+        chunks_exported=chunks,
+        bytes_exported=size,
+        skipped_rows=skipped,
+        skipped_uris=tuple(skipped_uris),
+        watermark=watermark,
+        backends=tuple(tally.result(owed.get(name, 0)) for name, tally in tallies.items()),
+        exports=exports,
+        backpressure=backpressure,
+        pruned_files=pruned,
+        spool_bytes=spool_bytes,
+        elapsed_s=time.monotonic() - started,
+    )
+
+
+def _publish(
+    spool: Spool,
+    publish: Publisher,
+    miner_hotkey: str,
+    round_id: str,
+    need: frozenset[str],
+    files: list[StagedFile],
+    tallies: dict[str, _Tally],
+    down: set[str],
+    progress: Callable[[RoundProgress], None] | None,
+) -> None:
+    """Send one batch to the backends that all owe exactly these files, and record what they stored."""
+    names = tuple(sorted(need))
+    batch = UploadBatch(miner_hotkey=miner_hotkey, files=tuple(files), round_id=round_id)
+    if progress is not None:
+        progress(RoundProgress("upload", 0, batch.total_bytes, names))
+    try:
+        answer = publish(batch, names)
+    except Exception as error:  # a publisher should not raise; if it does, every backend in it failed
+        log.exception("round %s: publisher raised for %s", round_id, ", ".join(names))
+        answer = [UploadOutcome(name, "failed", error=f"publisher raised: {error!r}") for name in names]
+    reported: set[str] = set()
+    for outcome in _outcomes(answer):
+        target = outcome.fallback_for or outcome.backend
+        if target not in need:
+            continue
+        reported.add(target)
+        tally = tallies.setdefault(outcome.backend, _Tally(outcome.backend))
+        if outcome.ok:
+            covered = _acknowledged(outcome, files)
+            spool.acknowledge([staged.sha256 for staged in covered], target, via=outcome.backend)
+            tally.files += len(covered)
+            tally.bytes += sum(staged.size_bytes for staged in covered)
+            if outcome.fallback_for:
+                tally.stood_in_for.add(outcome.fallback_for)
+            if tally.status == "idle":
+                tally.status = "ok"
+        else:
+            tally.status = outcome.status
+            tally.error = outcome.error
+            down.add(outcome.backend)
+            log.warning("round %s: %s %s: %s", round_id, outcome.backend, outcome.status, outcome.error)
+    for name in need - reported:  # no outcome at all: treat as failed, the chunks stay owed
+        tallies[name].status = "failed"
+        tallies[name].error = "publisher returned no outcome"
+        down.add(name)
+    if progress is not None:
+        progress(RoundProgress("upload", batch.total_bytes, batch.total_bytes, names))

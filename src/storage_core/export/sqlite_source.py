@@ -1,0 +1,180 @@
+"""Read the miner's ``DataEntity`` table without ever getting in the way of the miner's own writers.
+
+The connection is read-only (``mode=ro``) and every query is its own short read transaction, so in WAL
+mode the miner keeps writing and checkpointing while we export. The table has no index on ``datetime``;
+the miner's ``(timeBucketId, source, label, contentSizeBytes)`` index gives cheap per-hour counts and
+range scans, so the export walks hour buckets in order and sorts only one page at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+from storage_core.errors import StorageCoreError
+from storage_core.export.watermark import Watermark
+
+log = logging.getLogger(__name__)
+
+TABLE = "DataEntity"
+REQUIRED_COLUMNS = ("uri", "datetime", "timeBucketId", "source", "label", "content", "contentSizeBytes")
+
+
+class MinerDatabaseError(StorageCoreError):
+    """The miner database cannot be exported (missing file, table or column); the message names it."""
+
+
+#: One row as stored, as a plain tuple (a million of them must be cheap):
+#: ``(uri, datetime text, source, label or None, content bytes, contentSizeBytes)``. The datetime is the
+#: database's own text, which orders the export.
+SourceRow = tuple[str, str, int, "str | None", bytes, int]
+
+
+class MinerDatabase:
+    """A read-only view of one miner database file."""
+
+    def __init__(self, path: Path, *, busy_timeout_s: float = 30.0) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise MinerDatabaseError(f"miner database {self.path} does not exist")
+        try:
+            self._connection = sqlite3.connect(
+                f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=busy_timeout_s, check_same_thread=False
+            )
+            # Autocommit: each SELECT is its own short read transaction (never a long-lived snapshot).
+            self._connection.isolation_level = None
+            self._check_schema()
+        except sqlite3.DatabaseError as error:
+            raise MinerDatabaseError(f"cannot read miner database {self.path}: {error}") from error
+
+    def close(self) -> None:
+        self._connection.close()
+
+    def __enter__(self) -> MinerDatabase:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def _check_schema(self) -> None:
+        columns = {row[1] for row in self._connection.execute(f"PRAGMA table_info({TABLE})")}
+        if not columns:
+            raise MinerDatabaseError(f"miner database {self.path} has no table {TABLE!r}")
+        missing = [name for name in REQUIRED_COLUMNS if name not in columns]
+        if missing:
+            raise MinerDatabaseError(
+                f"miner database {self.path}: table {TABLE!r} has no column {', '.join(map(repr, missing))}"
+            )
+        indexed = any(
+            info[2] == "timeBucketId"
+            for index in self._connection.execute(f"PRAGMA index_list({TABLE})")
+            for info in self._connection.execute(f"PRAGMA index_info({index[1]!r})").fetchall()[:1]
+        )
+        if not indexed:
+            log.warning("%s: no index starts with timeBucketId; every export page is a full table scan", self.path)
+
+    def bucket_counts(self, since: Watermark | None = None) -> list[tuple[int, int]]:
+        """``(timeBucketId, rows)`` for every hour bucket at or after the watermark's, from the index alone."""
+        first = since.time_bucket_id if since else -(2**62)
+        return self._connection.execute(
+            f"SELECT timeBucketId, COUNT(*) FROM {TABLE} WHERE timeBucketId >= ? GROUP BY timeBucketId "
+            "ORDER BY timeBucketId",
+            (first,),
+        ).fetchall()
+
+    def total_rows(self) -> int:
+        """Rows in the table (counted on the smallest index, not the content)."""
+        return self._connection.execute(f"SELECT COUNT(*) FROM {TABLE}").fetchone()[0]
+
+    def last_in_bucket(self, bucket: int) -> Watermark | None:
+        """The greatest ``(datetime, uri)`` of one hour bucket: the upper bound of an export ending there."""
+        row = self._connection.execute(
+            f"SELECT datetime, uri FROM {TABLE} WHERE timeBucketId = ? ORDER BY datetime DESC, uri DESC LIMIT 1",
+            (bucket,),
+        ).fetchone()
+        return Watermark(_text(row[0]), row[1]) if row else None
+
+    def iter_index_pages(
+        self, since: Watermark | None, upper: Watermark, last_bucket: int, page_rows: int
+    ) -> Iterator[list[SourceRow]]:
+        """Pages in (datetime, uri) order through the hour-bucket index: cheap for a few new rows.
+
+        Consecutive hour buckets are grouped so that each query returns about one page; a bucket
+        bigger than a page is read in several keyset pages, so memory stays bounded either way.
+        Each row costs a primary-key lookup (~15 us), so a large export uses ``iter_scan_pages``.
+        """
+        ranges: list[tuple[int, int]] = []
+        start, previous, total = None, 0, 0
+        for bucket, rows in self.bucket_counts(since):
+            if bucket > last_bucket:
+                break
+            if start is not None and total + rows > page_rows:
+                ranges.append((start, previous))
+                start, total = None, 0
+            if start is None:
+                start = bucket
+            total += rows
+            previous = bucket
+        if start is not None:
+            ranges.append((start, previous))
+        after = since
+        for first, last in ranges:
+            while True:
+                page = self._query(
+                    "timeBucketId BETWEEN ? AND ?", [first, last], after, upper, "datetime, uri", page_rows
+                )
+                if page:
+                    yield page
+                    after = Watermark(page[-1][1], page[-1][0])
+                if len(page) < page_rows:
+                    break
+
+    def iter_scan_pages(self, since: Watermark | None, upper: Watermark, page_rows: int) -> Iterator[list[SourceRow]]:
+        """Pages in primary-key order: one sequential pass over the table, ~7x cheaper per row than lookups.
+
+        Each page is its own query (keyset on ``uri``), so no read transaction outlives a page.
+        """
+        last_uri = ""
+        while True:
+            # "+timeBucketId" keeps the planner on the primary key instead of the bucket index.
+            page = self._query("uri > ? AND +timeBucketId >= ?", [last_uri, -(2**62)], since, upper, "uri", page_rows)
+            if page:
+                yield page
+                last_uri = page[-1][0]
+            if len(page) < page_rows:
+                break
+
+    def _query(
+        self,
+        where: str,
+        params: list[object],
+        after: Watermark | None,
+        upper: Watermark,
+        order: str,
+        limit: int,
+    ) -> list[SourceRow]:
+        sql = f"SELECT uri, datetime, source, label, content, contentSizeBytes FROM {TABLE} WHERE {where}"
+        if after is not None:
+            sql += " AND (datetime > ? OR (datetime = ? AND uri > ?))"
+            params = params + [after.text, after.text, after.uri]
+        sql += f" AND (datetime < ? OR (datetime = ? AND uri <= ?)) ORDER BY {order} LIMIT ?"
+        params = params + [upper.text, upper.text, upper.uri, limit]
+        rows = self._connection.execute(sql, params).fetchall()
+        return [
+            (uri, _text(when), source, None if label == "NULL" else label, _bytes(content), size)
+            for uri, when, source, label, content, size in rows
+        ]
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _bytes(value: object) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    return bytes(value)  # memoryview or similar
