@@ -3,7 +3,7 @@
 The checker lists the repo once, checks each data file's name against the sha256 the Hub reports for
 its LFS object (no download needed), then reads each file's parquet footer and only the ``uri`` column
 chunks of the row groups whose min/max statistics may hold a sought URI. It stops reading once every
-sought URI is found. Whole files are never downloaded.
+sought URI is found. Files are read by ``read_concurrency`` threads. Whole files are never downloaded.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import re
 import struct
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pyarrow as pa
@@ -20,7 +22,7 @@ from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, Repositor
 from storage_core.layout import NAME_HASH_CHARS, hotkey_of_key, miner_prefix
 from storage_core.schema import schema_problem
 from storage_core.values import BackendContext, IntegrityProblem, ValidationResult
-from storage_core_huggingface.client import hf_api, hf_filesystem, metered
+from storage_core_huggingface.client import Meter, hf_api, hf_filesystem, metered
 from storage_core_huggingface.identity import MANIFEST_PATH, SIGNATURE_PATH, manifest_problem, repo_id_for
 from storage_core_huggingface.options import HfOptions
 from storage_core_huggingface.uploader import BACKEND_ID, backend_error, backoff_for
@@ -59,26 +61,75 @@ def read_footer(handle: Any, size: int) -> pq.FileMetaData:
     return pq.read_metadata(pa.BufferReader(b"PAR1" + tail[-(length + 8):]))
 
 
-def scan_file(handle: Any, size: int, sought: set[str]) -> tuple[set[str], str | None]:
-    """URIs of ``sought`` found in one parquet file object, or a schema problem. Reads footer + uri chunks."""
+class _Progress:
+    """The URIs still sought, shared by the threads that read files (early stop when none is left)."""
+
+    def __init__(self, sought: set[str]) -> None:
+        self.sought = sought
+        self.found: set[str] = set()
+        self._lock = threading.Lock()
+
+    def remaining(self) -> set[str]:
+        with self._lock:
+            return self.sought - self.found
+
+    def add(self, hits: set[str]) -> None:
+        with self._lock:
+            self.found |= hits
+
+
+def scan_file(handle: Any, size: int, progress: _Progress) -> str | None:
+    """Record the sought URIs found in one parquet file object; return a schema problem, if any.
+
+    Reads the footer and the uri column chunks of row groups that may hold a URI still sought.
+    """
     try:
         parquet = pq.ParquetFile(handle, metadata=read_footer(handle, size), pre_buffer=False)
     except (pa.ArrowInvalid, OSError, ValueError) as error:
-        return set(), f"not a readable parquet file: {error}"
+        return f"not a readable parquet file: {error}"
     problem = schema_problem(parquet.schema_arrow)
     if problem:
-        return set(), problem
+        return problem
     column = parquet.schema_arrow.get_field_index("uri")
-    found: set[str] = set()
     for index in range(parquet.metadata.num_row_groups):
-        remaining = sought - found
+        remaining = progress.remaining()
         if not remaining:
             break
         if not _sought_in(parquet.metadata.row_group(index).column(column).statistics, remaining):
             continue
         uris = parquet.read_row_group(index, columns=["uri"], use_threads=False).column("uri")
-        found.update(remaining.intersection(uris.to_pylist()))
-    return found, None
+        progress.add(remaining.intersection(uris.to_pylist()))
+    return None
+
+
+def classify(entries: dict[str, Any], miner_hotkey: str) -> tuple[list[tuple[str, Any]], list[IntegrityProblem]]:
+    """Split a listing into this miner's data files worth reading and the problems visible from names alone.
+
+    The checksum check needs no download: the Hub reports each LFS object's sha256, which must start with
+    the hash in the file's name.
+    """
+    readable: list[tuple[str, Any]] = []
+    problems: list[IntegrityProblem] = []
+    own_prefix = miner_prefix(miner_hotkey)
+    for path, entry in sorted(entries.items()):
+        if not path.endswith(".parquet"):
+            continue
+        if not path.startswith(own_prefix):
+            owner = hotkey_of_key(path)
+            problems.append(IntegrityProblem(key=path, problem=f"file under hotkey {owner}, not this miner's"))
+            continue
+        match = _DATA_NAME.match(path)
+        lfs_sha = getattr(getattr(entry, "lfs", None), "sha256", None)
+        if match is None:
+            problems.append(IntegrityProblem(key=path, problem="name is not in the storage-core layout"))
+        elif lfs_sha is None:
+            problems.append(IntegrityProblem(key=path, problem="not stored as LFS: no sha256 to check its name"))
+        elif not lfs_sha.startswith(match.group(1)):
+            problems.append(IntegrityProblem(
+                key=path, problem=f"checksum mismatch: content sha256 {lfs_sha} does not match its name"))
+        else:
+            readable.append((path, entry))
+    return readable, problems
 
 
 def validate(context: BackendContext, miner_hotkey: str, uris: tuple[str, ...]) -> ValidationResult:
@@ -87,17 +138,19 @@ def validate(context: BackendContext, miner_hotkey: str, uris: tuple[str, ...]) 
     backoff = backoff_for(options)
     repo_id = repo_id_for(options.namespace, options.repo_prefix, miner_hotkey)
     api = hf_api(options)
-    sought = set(uris)
-    found: set[str] = set()
-    problems: list[IntegrityProblem] = []
-    scanned = 0
+    progress = _Progress(set(uris))
+
+    def answer(meter: Meter, problems: list[IntegrityProblem], scanned: int = 0) -> ValidationResult:
+        return ValidationResult(backend=BACKEND_ID, miner_hotkey=miner_hotkey, found=frozenset(progress.found),
+                                requests=meter.requests, bytes_read=meter.bytes_read, objects_scanned=scanned,
+                                problems=problems)
+
     with metered() as meter:
         try:
             revision: str = backoff.call(
                 f"read {repo_id}", lambda: api.repo_info(repo_id, repo_type="dataset").sha or "main")
         except RepositoryNotFoundError:
-            return ValidationResult(backend=BACKEND_ID, miner_hotkey=miner_hotkey, found=frozenset(),
-                                    requests=meter.requests, bytes_read=meter.bytes_read)
+            return answer(meter, [])
         except (HfHubHTTPError, OSError) as error:
             raise backend_error("reading", repo_id, error) from error
         try:
@@ -109,46 +162,34 @@ def validate(context: BackendContext, miner_hotkey: str, uris: tuple[str, ...]) 
         except (HfHubHTTPError, OSError) as error:
             raise backend_error("reading", repo_id, error) from error
         if problem:
-            problems.append(IntegrityProblem(key=MANIFEST_PATH, problem=problem))
             logger.warning("huggingface: %s: %s; counting nothing in it", repo_id, problem)
-            return ValidationResult(backend=BACKEND_ID, miner_hotkey=miner_hotkey, found=frozenset(),
-                                    requests=meter.requests, bytes_read=meter.bytes_read, problems=problems)
-        own_prefix = miner_prefix(miner_hotkey)
-        for path, entry in sorted(entries.items()):
-            if not path.endswith(".parquet"):
-                continue
-            if not path.startswith(own_prefix):
-                owner = hotkey_of_key(path)
-                problems.append(IntegrityProblem(key=path, problem=f"file under hotkey {owner}, not this miner's"))
-                continue
-            match = _DATA_NAME.match(path)
-            lfs_sha = getattr(getattr(entry, "lfs", None), "sha256", None)
-            if match is None:
-                problems.append(IntegrityProblem(key=path, problem="name is not in the storage-core layout"))
-                continue
-            if lfs_sha is None:
-                problems.append(IntegrityProblem(key=path, problem="not stored as LFS: no sha256 to check its name"))
-                continue
-            if not lfs_sha.startswith(match.group(1)):
-                problems.append(IntegrityProblem(
-                    key=path, problem=f"checksum mismatch: content sha256 {lfs_sha} does not match its name"))
-                continue
-            if not sought - found:
-                continue  # every URI is found: the remaining files are checked by name and checksum only
-            scanned += 1
-            try:
-                with fs.open(f"{root}/{path}", "rb", revision=revision, cache_type="none", size=entry.size) as handle:
-                    hits, problem = scan_file(handle, entry.size, sought - found)
-            except (HfHubHTTPError, OSError) as error:
-                raise backend_error(f"reading {path} in", repo_id, error) from error
-            if problem:
-                problems.append(IntegrityProblem(key=path, problem=problem))
-            found |= hits
-    logger.info("huggingface: %s holds %d/%d URIs (%d files read, %d requests, %d bytes)", repo_id, len(found),
-                len(sought), scanned, meter.requests, meter.bytes_read)
-    return ValidationResult(backend=BACKEND_ID, miner_hotkey=miner_hotkey, found=frozenset(found),
-                            requests=meter.requests, bytes_read=meter.bytes_read, objects_scanned=scanned,
-                            problems=problems)
+            return answer(meter, [IntegrityProblem(key=MANIFEST_PATH, problem=problem)])
+        readable, problems = classify(entries, miner_hotkey)
+
+        def read(path: str, entry: Any) -> tuple[str | None, Meter, bool]:
+            """Scan one file in a worker thread, metering it there; (problem, meter, whether it was read)."""
+            with metered() as file_meter:
+                if not progress.remaining():
+                    return None, file_meter, False  # every URI found: checked by name and checksum only
+                try:
+                    with fs.open(f"{root}/{path}", "rb", revision=revision, cache_type="none",
+                                 size=entry.size) as handle:
+                        return scan_file(handle, entry.size, progress), file_meter, True
+                except (HfHubHTTPError, OSError) as error:
+                    raise backend_error(f"reading {path} in", repo_id, error) from error
+
+        scanned = 0
+        with ThreadPoolExecutor(max_workers=options.read_concurrency, thread_name_prefix="hf-check") as pool:
+            futures = [(path, pool.submit(read, path, entry)) for path, entry in readable]
+            for path, future in futures:  # in path order, so problems come back in a stable order
+                problem, file_meter, was_read = future.result()
+                meter.add(file_meter)
+                scanned += was_read
+                if problem:
+                    problems.append(IntegrityProblem(key=path, problem=problem))
+    logger.info("huggingface: %s holds %d/%d URIs (%d files read, %d requests, %d bytes)", repo_id,
+                len(progress.found), len(progress.sought), scanned, meter.requests, meter.bytes_read)
+    return answer(meter, problems, scanned)
 
 
 def _list(api: Any, repo_id: str, revision: str) -> dict[str, Any]:

@@ -49,6 +49,10 @@ class Meter:
     requests: int = 0
     bytes_read: int = 0
 
+    def add(self, other: Meter) -> None:
+        self.requests += other.requests
+        self.bytes_read += other.bytes_read
+
 
 _active = threading.local()
 _hooked_clients: set[int] = set()

@@ -22,6 +22,7 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
     OptionSpec("repo_prefix", default="sn13", description="repo name = '{repo_prefix}-{hotkey}'"),
     OptionSpec("token", secret=True, description="HF access token; default: HF_TOKEN or the saved token file"),
     OptionSpec("private", type="bool", default=False, description="create miner repos as private datasets"),
+    OptionSpec("read_concurrency", type="int", default=8, description="files the checker reads at once"),
     OptionSpec("max_attempts", type="int", default=6, description="tries per Hub call on 429/5xx/network errors"),
     OptionSpec("backoff_base_s", type="float", default=1.0, description="first back-off wait when no Retry-After"),
     OptionSpec("backoff_max_s", type="float", default=120.0, description="longest single back-off wait"),
@@ -55,6 +56,7 @@ class HfOptions:
     repo_prefix: str = "sn13"
     token: str | None = attrs.field(default=None, repr=False)
     private: bool = False
+    read_concurrency: int = 8
     max_attempts: int = 6
     backoff_base_s: float = 1.0
     backoff_max_s: float = 120.0
@@ -83,6 +85,7 @@ class HfOptions:
             repo_prefix=prefix,
             token=token.strip() if token else None,
             private=_bool("private", options.get("private", False)),
+            read_concurrency=_number("read_concurrency", options.get("read_concurrency", 8), int, 1),
             max_attempts=_number("max_attempts", options.get("max_attempts", 6), int, 1),
             backoff_base_s=_number("backoff_base_s", options.get("backoff_base_s", 1.0), float, 0.0),
             backoff_max_s=_number("backoff_max_s", options.get("backoff_max_s", 120.0), float, 0.0),
