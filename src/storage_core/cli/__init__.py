@@ -23,9 +23,10 @@ def cli(verbose: int) -> None:
 def _builtin_commands() -> list[click.Command]:
     """Commands that ship with the core; each lives in its own module."""
     from storage_core.cli.config_cmd import config_group
+    from storage_core.cli.export_cmd import export_command
     from storage_core.cli.plugins_cmd import plugins_command
 
-    commands: list[click.Command] = [plugins_command, config_group]
+    commands: list[click.Command] = [plugins_command, config_group, export_command]
     return commands
 
 
