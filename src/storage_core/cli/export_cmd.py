@@ -50,7 +50,7 @@ def _result_dict(result: ExportResult) -> dict[str, object]:
               help="Export rows at or after this ISO 8601 datetime (UTC if no zone), e.g. 2026-11-01T00:00:00Z.")
 @click.option("--since-uri", default="", metavar="URI",
               help="With --since: resume after this URI among rows at exactly that datetime (a watermark).")
-@click.option("--chunk-rows", default=ExportOptions.chunk_rows, show_default=True, type=click.IntRange(min=1),
+@click.option("--chunk-rows", default=ExportOptions().chunk_rows, show_default=True, type=click.IntRange(min=1),
               help="Most rows in one chunk file.")
 @click.option("--encode-url-key", envvar="STORAGE_CORE_ENCODE_URL_KEY", default=None, metavar="FERNET_KEY",
               help="Encrypt the url column with this Fernet key (off by default).")
@@ -91,9 +91,9 @@ def export_command(
         console.print(f"Nothing to export from {db_path}" + (f" after {watermark.text}" if watermark else "") + ".")
         return
     table = Table(title=f"Chunks written to {out_dir}")
-    for column, justify in (("source", "left"), ("date", "left"), ("rows", "right"), ("bytes", "right"),
-                            ("sha256", "left")):
+    for column, justify in (("source", "left"), ("date", "left"), ("rows", "right"), ("bytes", "right")):
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    table.add_column("sha256", no_wrap=True, min_width=64)
     for staged in result.files:
         table.add_row(staged.source, staged.date, f"{staged.rows:,}", f"{staged.size_bytes:,}", staged.sha256)
     console.print(table)
