@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from huggingface_hub import CommitOperationAdd, HfApi
@@ -65,6 +66,13 @@ def _sha256_of(entry: Any) -> str | None:
     return getattr(lfs, "sha256", None) if lfs is not None else None
 
 
+def _add_verified(path_in_repo: str, local: Path, sha256: str) -> CommitOperationAdd:
+    """An add operation that reuses the sha256 verify_batch just checked (the client would hash the file again)."""
+    operation = CommitOperationAdd(path_in_repo=path_in_repo, path_or_fileobj=str(local))
+    operation.upload_info.sha256 = bytes.fromhex(sha256)
+    return operation
+
+
 def _manifest_is_valid(options: HfOptions, repo_id: str, hotkey: str, current: dict[str, Any], oid: str) -> bool:
     """Whether the repo already holds this miner's manifest with a valid signature (else it is rewritten)."""
     if getattr(current.get(MANIFEST_PATH), "blob_id", None) != oid or SIGNATURE_PATH not in current:
@@ -110,7 +118,7 @@ def upload(context: BackendContext, batch: UploadBatch, backoff: Backoff | None 
         current = listing if listing is not None else remote_files(api, repo_id, backoff)
         listing = None  # a retry lists again: a commit whose answer was lost must not be repeated
         operations = [
-            CommitOperationAdd(path_in_repo=path, path_or_fileobj=str(staged.path))
+            _add_verified(path, staged.path, staged.sha256)
             for path, staged in sorted(wanted.items())
             if _sha256_of(current.get(path)) != staged.sha256
         ]
