@@ -1,0 +1,1 @@
+"""A miniature subnet on loopback for the demo, end-to-end tests, reliability tests and benchmarks."""
