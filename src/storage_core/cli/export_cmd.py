@@ -48,8 +48,6 @@ def _result_dict(result: ExportResult) -> dict[str, object]:
               help="Directory for the parquet chunks (created if missing).")
 @click.option("--since", default=None, metavar="DATETIME",
               help="Export rows at or after this ISO 8601 datetime (UTC if no zone), e.g. 2026-11-01T00:00:00Z.")
-@click.option("--since-uri", default="", metavar="URI",
-              help="With --since: resume after this URI among rows at exactly that datetime (a watermark).")
 @click.option("--chunk-rows", default=ExportOptions().chunk_rows, show_default=True, type=click.IntRange(min=1),
               help="Most rows in one chunk file.")
 @click.option("--encode-url-key", envvar="STORAGE_CORE_ENCODE_URL_KEY", default=None, metavar="FERNET_KEY",
@@ -61,7 +59,6 @@ def export_command(
     db_path: Path,
     out_dir: Path,
     since: str | None,
-    since_uri: str,
     chunk_rows: int,
     encode_url_key: str | None,
     encode_username_key: str | None,
@@ -72,7 +69,7 @@ def export_command(
     Nothing is uploaded and no watermark is stored: this shows what a round would publish.
     """
     try:
-        watermark = Watermark.parse(since, since_uri) if since else None
+        watermark = Watermark.parse(since) if since else None
         encoder = None
         if encode_url_key or encode_username_key:
             encoder = FieldEncoder.from_keys(url=encode_url_key, username=encode_username_key)
@@ -106,4 +103,5 @@ def export_command(
         for row in result.skipped[:20]:
             console.print(f"  {row.uri}: {row.reason}", markup=False)
     if result.watermark:
-        console.print(f"watermark: {result.watermark.text} {result.watermark.uri}", markup=False)
+        console.print(f"watermark: {result.watermark.text} ({len(result.watermark.uris)} rows at that instant)",
+                      markup=False)

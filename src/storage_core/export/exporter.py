@@ -1,8 +1,8 @@
 """Export the miner's new rows (after a watermark) as content-addressed parquet chunks.
 
-One export covers the rows in ``(since, upper]``, where ``upper`` is the last row of an hour bucket
-chosen before reading starts: rows the miner writes meanwhile with later timestamps wait for the next
-export, and the new watermark is exactly ``upper``. Reading picks the cheaper of two plans: a few new
+One export covers the rows after the watermark ``since`` up to ``upper``, the last datetime of an hour
+bucket chosen before reading starts: rows the miner writes meanwhile with later timestamps wait for
+the next export. The new watermark is ``upper`` plus the URIs exported at exactly ``upper``. Reading picks the cheaper of two plans: a few new
 rows go through the miner's hour-bucket index; many go through one sequential pass in primary-key
 order. A background thread reads the next page while the current one is decoded (sqlite3 releases the
 GIL while it steps), and memory stays bounded by the page size and the partitioner's budget.
@@ -72,7 +72,7 @@ class ExportPlan:
     """Which rows an export covers, and how it reads them."""
 
     since: Watermark | None
-    upper: Watermark | None
+    upper: str | None
     last_bucket: int | None
     expected_rows: int
     complete: bool
@@ -90,7 +90,7 @@ def plan_export(database: MinerDatabase, since: Watermark | None, options: Expor
             break
         chosen, expected = bucket, expected + rows
     upper = database.last_in_bucket(chosen)
-    if upper is None or (since is not None and (upper.text, upper.uri) <= (since.text, since.uri)):
+    if upper is None or (since is not None and upper < since.text):
         return ExportPlan(since, None, None, 0, True, "none")
     total = database.total_rows()
     method = "scan" if expected > options.scan_fraction * total else "index"
@@ -156,9 +156,11 @@ def export(
         partitioner = Partitioner(Path(directory), chunk_rows=options.chunk_rows, memory_bytes=options.memory_bytes)
         rows_read = rows_kept = skipped_count = 0
         skipped: list[SkippedRow] = []
+        at_upper: list[str] = []  # URIs read at exactly the upper datetime: they join the watermark
         try:
             for page in _prefetch(pages):
                 rows_read += len(page)
+                at_upper.extend(row[0] for row in page if row[1] == plan.upper)
                 for source, rows, page_skips in _by_source(page):
                     if rows:
                         table, failures = rows_to_table(source, rows, options.encoder)
@@ -174,15 +176,17 @@ def export(
         except BaseException:
             partitioner.discard()
             raise
+    carried = since.uris if since is not None and since.text == plan.upper else ()
+    watermark = Watermark(plan.upper, carried + tuple(at_upper))
     if skipped_count:
         log.warning("export: skipped %d rows whose content does not decode (first: %s)", skipped_count, skipped[0])
     elapsed = time.monotonic() - started
     log.info("export: %d rows in %d chunks (%s, %.1f s), watermark %s", rows_kept, len(files), plan.method,
-             elapsed, plan.upper)
+             elapsed, watermark.text)
     return ExportResult(
         files=tuple(files),
         since=since,
-        watermark=plan.upper,
+        watermark=watermark,
         rows=rows_kept,
         rows_read=rows_read,
         skipped_count=skipped_count,

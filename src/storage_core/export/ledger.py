@@ -8,6 +8,7 @@ the same content-addressed files.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -80,10 +81,10 @@ class Ledger:
 
     # -- watermark -------------------------------------------------------------------------
     def watermark(self) -> Watermark | None:
-        rows = dict(self._db.execute("SELECT name, value FROM state WHERE name IN ('watermark', 'watermark_uri')"))
+        rows = dict(self._db.execute("SELECT name, value FROM state WHERE name IN ('watermark', 'watermark_uris')"))
         if "watermark" not in rows:
             return None
-        return Watermark(rows["watermark"], rows.get("watermark_uri", ""))
+        return Watermark(rows["watermark"], tuple(json.loads(rows.get("watermark_uris", "[]"))))
 
     # -- exports ---------------------------------------------------------------------------
     def record_export(
@@ -124,7 +125,7 @@ class Ledger:
             )
             if watermark is not None:
                 db.execute("INSERT OR REPLACE INTO state VALUES ('watermark', ?)", (watermark.text,))
-                db.execute("INSERT OR REPLACE INTO state VALUES ('watermark_uri', ?)", (watermark.uri,))
+                db.execute("INSERT OR REPLACE INTO state VALUES ('watermark_uris', ?)", (watermark.uris_json(),))
 
     # -- reading ---------------------------------------------------------------------------
     def staged(self, sha256: str) -> StagedFile:

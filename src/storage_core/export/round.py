@@ -169,7 +169,8 @@ def run_upload_round(
                     size += result.total_bytes
                     skipped += result.skipped_count
                     skipped_uris.extend(row.uri for row in result.skipped)
-                    exhausted = result.complete
+                    # No progress (nothing new up to the bound) must not loop forever.
+                    exhausted = result.complete or result.watermark == result.since
 
             for need, files in sorted(spool.pending_groups(set(selected) - down).items(), key=lambda i: sorted(i[0])):
                 _publish(spool, publish, miner_hotkey, round_id, need, files, tallies, down, progress)
