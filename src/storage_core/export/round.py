@@ -139,38 +139,34 @@ def run_upload_round(
     down: set[str] = set()
     rows = chunks = size = skipped = exports = pruned = 0
     skipped_uris: list[str] = []
-    backpressure = False
 
     with spool.locked():
         spool.recover()
         spool.retire(selected)
         exhausted = not selected  # with no backend selected there is nobody to export for
         while True:
-            if not exhausted:
-                room = spool.room_bytes()
-                if room is not None and room <= 0:
-                    backpressure = True
-                else:
-                    export_options = options
-                    if room is not None:
-                        per_row = spool.ledger.bytes_per_row() or DEFAULT_BYTES_PER_ROW
-                        budget = max(1, int(room / per_row))
-                        export_options = attrs.evolve(options, max_rows=min(options.max_rows or budget, budget))
+            room = spool.room_bytes()
+            if not exhausted and (room is None or room > 0):
+                export_options = options
+                if room is not None:
+                    per_row = spool.ledger.bytes_per_row() or DEFAULT_BYTES_PER_ROW
+                    budget = max(1, int(room / per_row))
+                    export_options = attrs.evolve(options, max_rows=min(options.max_rows or budget, budget))
 
-                    def on_rows(done: int, total: int) -> None:
-                        if progress is not None:
-                            progress(RoundProgress("export", done, total))
+                def on_rows(done: int, total: int) -> None:
+                    if progress is not None:
+                        progress(RoundProgress("export", done, total))
 
-                    result = export(Path(db_path), spool.chunk_dir, spool.watermark(), export_options, on_rows)
-                    spool.commit_export(result, selected, round_id)
-                    exports += 1
-                    rows += result.rows
-                    chunks += len(result.files)
-                    size += result.total_bytes
-                    skipped += result.skipped_count
-                    skipped_uris.extend(row.uri for row in result.skipped)
-                    # No progress (nothing new up to the bound) must not loop forever.
-                    exhausted = result.complete or result.watermark == result.since
+                result = export(Path(db_path), spool.chunk_dir, spool.watermark(), export_options, on_rows)
+                spool.commit_export(result, selected, round_id)
+                exports += 1
+                rows += result.rows
+                chunks += len(result.files)
+                size += result.total_bytes
+                skipped += result.skipped_count
+                skipped_uris.extend(row.uri for row in result.skipped)
+                # No progress (nothing new up to the bound) must not loop forever.
+                exhausted = result.complete or result.watermark == result.since
 
             for need, files in sorted(spool.pending_groups(set(selected) - down).items(), key=lambda i: sorted(i[0])):
                 _publish(spool, publish, miner_hotkey, round_id, need, files, tallies, down, progress)
@@ -181,10 +177,10 @@ def run_upload_round(
                 break
             room = spool.room_bytes()
             if room is not None and room <= 0:
-                backpressure = True
                 log.warning("round %s: spool %s is full (%d bytes); export paused until backends catch up",
                             round_id, spool.directory, spool.used_bytes())
                 break
+        backpressure = not exhausted  # rows are waiting because the spool stayed full
 
         owed = {name: 0 for name in selected}
         for backends_owing in spool.ledger.pending().values():

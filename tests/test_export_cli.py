@@ -1,0 +1,59 @@
+"""``storage-core export`` lists what it wrote, as a table or JSON, and names bad input."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+from click.testing import CliRunner
+
+from storage_core.cli import build_cli
+from storage_core.testing.minerdb import TABLE_SQL, create_miner_db
+
+
+def _run(*args):
+    return CliRunner().invoke(build_cli(), ["export", *map(str, args)], catch_exceptions=False)
+
+
+def test_json_lists_every_chunk(tmp_path):
+    summary = create_miner_db(tmp_path / "m.sqlite", 300, seed=51, undecodable=2)
+    result = _run("--db", summary.path, "--out", tmp_path / "out", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["rows"] == 300 == sum(chunk["rows"] for chunk in data["chunks"])
+    assert data["skipped"]["count"] == 2
+    for chunk in data["chunks"]:
+        path = tmp_path / "out" / chunk["file"]
+        assert path.stat().st_size == chunk["bytes"] and chunk["file"] == chunk["sha256"] + ".parquet"
+    later = _run("--db", summary.path, "--out", tmp_path / "later", "--since", "2026-11-19", "--json")
+    assert 0 < json.loads(later.output)["rows"] < 300
+
+
+def test_table_shows_rows_bytes_and_sha256(tmp_path):
+    summary = create_miner_db(tmp_path / "m.sqlite", 100, seed=52)
+    result = CliRunner().invoke(build_cli(), ["export", "--db", str(summary.path), "--out", str(tmp_path / "o")],
+                                terminal_width=200)
+    assert result.exit_code == 0, result.output
+    files = sorted((tmp_path / "o").glob("*.parquet"))
+    assert files and all(path.stem in result.output for path in files)
+    assert "100 rows in" in result.output and "watermark:" in result.output
+
+
+def test_bad_input_is_named(tmp_path):
+    missing = _run("--db", tmp_path / "nope.sqlite", "--out", tmp_path / "o")
+    assert missing.exit_code == 1 and "does not exist" in missing.output
+    path = tmp_path / "old.sqlite"
+    connection = sqlite3.connect(path)
+    connection.execute(TABLE_SQL.replace("contentSizeBytes    INTEGER         NOT NULL", "").replace(
+        "content             BLOB            NOT NULL,", "content BLOB NOT NULL"))
+    connection.close()
+    old = _run("--db", path, "--out", tmp_path / "o")
+    assert old.exit_code == 1 and "no column 'contentSizeBytes'" in old.output
+    since = _run("--db", path, "--out", tmp_path / "o", "--since", "yesterday")
+    assert since.exit_code == 2 and "not an ISO 8601 datetime" in since.output
+    empty = tmp_path / "empty.sqlite"
+    connection = sqlite3.connect(empty)
+    connection.execute(TABLE_SQL)
+    connection.close()
+    nothing = _run("--db", empty, "--out", tmp_path / "o")
+    assert nothing.exit_code == 0 and "Nothing to export" in nothing.output
