@@ -20,7 +20,7 @@ test: setup
 	$(BIN)/python -m pytest
 
 demo: setup
-	$(BIN)/python -m storage_core.demo
+	$(BIN)/python -m demo
 
 bench: setup
 	$(BIN)/python -m benchmarks

@@ -111,3 +111,60 @@ def create_config_from_chain_or_env(
 
     source = ConfigSource(subtensor, netuid, cache_path=cache_path, environ=environ, overrides=overrides)
     return SubnetStorageConfig(netuid=netuid, resolved=source.refresh())
+
+
+def create_storage_from_config(
+    subtensor: Any,
+    netuid: int,
+    db_path: Path | str,
+    miner_hotkey: str,
+    wallet: Any,
+    encoding_key_manager: Any = None,
+    private_encoding_key_manager: Any = None,
+    state_file: Path | str | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    state_dir: Path | str | None = None,
+) -> Any:
+    """The integration guide's miner entry point: a ``MinerStorage`` whose ``upload_data()`` runs one round.
+
+    The config follows the chain (overrides > chain > environment > defaults). ``encoding_key_manager``
+    encrypts ``url`` and ``private_encoding_key_manager`` encrypts ``username`` when given (off by default).
+    ``state_file`` maps onto the spool and ledger kept beside it (``{state_file}.spool/``).
+    The result also answers ``use_s3``, ``use_huggingface`` and ``use_<id>`` for any backend.
+    """
+    from storage_core.chain.keys import hotkey_address
+    from storage_core.chain.source import ConfigSource
+    from storage_core.errors import StorageCoreError
+    from storage_core.export.encoding import FieldEncoder
+    from storage_core.export.exporter import ExportOptions
+    from storage_core.export.spool import Spool
+    from storage_core.miner import MinerStorage
+    from storage_core.node import StorageNode, default_state_dir
+
+    if hotkey_address(wallet) != miner_hotkey:
+        raise StorageCoreError(f"wallet hotkey {hotkey_address(wallet)} is not the miner hotkey {miner_hotkey}")
+    state = Path(state_dir) if state_dir else (
+        Path(state_file).with_name(Path(state_file).name + ".state") if state_file else default_state_dir(netuid))
+    source = ConfigSource(subtensor, netuid, environ=environ, overrides=overrides,
+                          cache_path=state / "config-cache.json")
+    node = StorageNode(netuid, wallet, source=source, state_dir=state)
+    encoder = None
+    if encoding_key_manager is not None or private_encoding_key_manager is not None:
+        encoder = FieldEncoder.from_keys(url=encoding_key_manager, username=private_encoding_key_manager)
+    spool = Spool.for_state_file(state_file) if state_file else Spool(state / "spool")
+    return MinerStorage(node, db_path, spool, ExportOptions(encoder=encoder))
+
+
+def create_validator_storage(subtensor: Any, netuid: int, wallet: Any, *, environ: Mapping[str, str] | None = None,
+                             overrides: Mapping[str, Any] | None = None, state_dir: Path | str | None = None) -> Any:
+    """A ``ValidatorStorage`` (``validate_miner_data(hotkey, uris)``) following the chain config."""
+    from storage_core.chain.source import ConfigSource
+    from storage_core.node import StorageNode, default_state_dir
+    from storage_core.validator import ValidatorStorage
+
+    state = Path(state_dir) if state_dir else default_state_dir(netuid)
+    source = ConfigSource(subtensor, netuid, environ=environ, overrides=overrides,
+                          cache_path=state / "config-cache.json")
+    return ValidatorStorage(StorageNode(netuid, wallet, source=source, state_dir=state))

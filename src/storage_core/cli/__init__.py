@@ -25,8 +25,13 @@ def _builtin_commands() -> list[click.Command]:
     from storage_core.cli.config_cmd import config_group
     from storage_core.cli.export_cmd import export_command
     from storage_core.cli.plugins_cmd import plugins_command
+    from storage_core.cli.status_cmd import status_command
+    from storage_core.cli.upload_cmd import upload_command
+    from storage_core.cli.validate_cmd import validate_command
 
-    commands: list[click.Command] = [plugins_command, config_group, export_command]
+    commands: list[click.Command] = [
+        plugins_command, config_group, export_command, upload_command, validate_command, status_command,
+    ]
     return commands
 
 

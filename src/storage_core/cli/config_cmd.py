@@ -28,6 +28,8 @@ from storage_core.config import (
     parse_config_json,
     split_commitment_fields,
 )
+from storage_core.cli.common import chain_options as _chain_options
+from storage_core.cli.common import need_netuid, open_subtensor, wallet_options
 from storage_core.errors import StorageCoreError
 
 logger = logging.getLogger(__name__)
@@ -43,27 +45,8 @@ GUIDE_FLAGS = {
 }
 
 
-def _chain_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    options = [
-        click.option("--netuid", type=int, envvar="STORAGE_CORE_NETUID", help="Subnet id [env STORAGE_CORE_NETUID]."),
-        click.option("--subtensor.network", "network", default=None,
-                     help="finney, test, local, a ws(s):// URL, or devchain[:PATH] [env STORAGE_CORE_NETWORK]."),
-        click.option("--subtensor.chain_endpoint", "chain_endpoint", default=None,
-                     help="ws(s):// endpoint, or the state file of a devchain network."),
-        click.option("--config-mirror", "mirror", type=click.Path(path_type=Path), default=None,
-                     help="Local copy of a pointer config's document (a file, or a directory of <sha256>.json)."),
-    ]
-    return functools.reduce(lambda f, option: option(f), reversed(options), func)
-
-
 def _wallet_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    options = [
-        click.option("--wallet.name", "wallet_name", default="default", show_default=True, help="Wallet (coldkey) name."),
-        click.option("--wallet.hotkey", "wallet_hotkey", default="default", show_default=True,
-                     help="Hotkey name: must be the subnet owner's hotkey."),
-        click.option("--wallet.path", "wallet_path", default=None, help="Wallets directory [default ~/.bittensor/wallets]."),
-    ]
-    return functools.reduce(lambda f, option: option(f), reversed(options), func)
+    return wallet_options("Hotkey name: must be the subnet owner's hotkey.")(func)
 
 
 def _commit_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -82,16 +65,8 @@ def _fail(error: Exception) -> click.ClickException:
     return click.ClickException(str(error))
 
 
-def _need_netuid(netuid: int | None) -> int:
-    if netuid is None:
-        raise click.UsageError("--netuid is required (or set STORAGE_CORE_NETUID)")
-    return netuid
-
-
-def _open(network: str | None, chain_endpoint: str | None) -> Any:
-    from storage_core.chain.subtensor import open_subtensor
-
-    return open_subtensor(network, chain_endpoint)
+_need_netuid = need_netuid
+_open = open_subtensor
 
 
 def _fetcher(mirror: Path | None) -> Any:

@@ -1,0 +1,80 @@
+"""``storage-core status``: config and its sources, this hotkey's backends, plugins, spool, last uploads."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from storage_core.cli.common import build_node, node_options
+from storage_core.cli.output import human_bytes, print_json, print_table
+from storage_core.cli.plugins_cmd import describe
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        flat: dict[str, Any] = {}
+        for key, value in data.items():
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        return flat
+    return {prefix[:-1]: data}
+
+
+def spool_backlog(state_dir: Path) -> dict[str, dict[str, Any]]:
+    """Per backend: chunks still owed, their bytes, and the age of the oldest (from the spool's ledger)."""
+    from storage_core.export.spool import Spool
+
+    if not (state_dir / "spool" / "ledger.sqlite").exists():
+        return {}
+    spool = Spool(state_dir / "spool")
+    try:
+        return spool.ledger.backlog(now=time.time())
+    finally:
+        spool.close()
+
+
+@click.command("status")
+@node_options
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status_command(netuid: int | None, network: str | None, chain_endpoint: str | None, mirror: Path | None,
+                   wallet_name: str, wallet_hotkey: str, wallet_path: str | None, state_dir: Path | None,
+                   as_json: bool) -> None:
+    """Show the effective config, this hotkey's backends and rollout positions, plugins, spool and last uploads."""
+    from storage_core.miner import load_last_uploads
+
+    node = build_node(netuid, network, chain_endpoint, mirror, wallet_name, wallet_hotkey, wallet_path, state_dir,
+                      require_config=False)
+    resolved = node.resolved
+    secret = {f"backends.{r.name}.options.{o.name}" for r in node.registry.load_all() if r.descriptor
+              for o in r.descriptor.options if o.secret}
+    fields = {path: ("***" if path in secret else value, resolved.source_of(path))
+              for path, value in _flatten(resolved.config.to_dict()).items()}
+    selections = node.selections()
+    plugins = describe(node.registry.records(), resolved.config)
+    backlog = spool_backlog(node.state_dir)
+    last = load_last_uploads(node.state_dir)
+    if as_json:
+        print_json({
+            "netuid": node.netuid, "hotkey": node.hotkey,
+            "config": {path: {"value": value, "source": source} for path, (value, source) in fields.items()},
+            "selection": [{"backend": s.backend, "selected": s.selected, "position": s.position,
+                           "rollout_percent": s.rollout_percent, "reason": s.reason} for s in selections],
+            "plugins": plugins, "spool": backlog, "last_upload": last,
+        })
+        return
+    print_table(f"config of subnet {node.netuid}", ["field", "value", "source"],
+                [[path, value, source] for path, (value, source) in sorted(fields.items())])
+    print_table(f"backends for {node.hotkey}", ["backend", "selected", "position", "rollout", "why"],
+                [[s.backend, "yes" if s.selected else "no", s.position, f"{s.rollout_percent}%", s.reason]
+                 for s in selections])
+    print_table("plugins", ["id", "package", "version", "status"],
+                [[p["id"], p["package"], p["version"], p["status"]] for p in plugins])
+    print_table("spool", ["backend", "chunks waiting", "bytes", "oldest"],
+                [[name, entry["chunks"], human_bytes(entry["bytes"]), f"{entry['oldest_age_s']:.0f}s"]
+                 for name, entry in sorted(backlog.items())] or [["(empty)", 0, "0 B", "-"]])
+    print_table("last upload", ["backend", "when", "status", "files", "bytes", "error"],
+                [[name, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry["at"])), entry["status"],
+                  entry["files"], human_bytes(entry["bytes"]), entry.get("error") or ""]
+                 for name, entry in sorted(last.items())] or [["(never)", "", "", "", "", ""]])

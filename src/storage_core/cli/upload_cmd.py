@@ -1,0 +1,122 @@
+"""``storage-core upload``: the miner's round — export new rows once, dual-write, summarise."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
+
+from storage_core.cli.common import build_node, node_options, parse_duration
+from storage_core.cli.output import human_bytes, print_json, print_table
+from storage_core.export.round import RoundProgress
+from storage_core.values import UploadOutcome
+
+log = logging.getLogger(__name__)
+
+
+class RoundProgressView:
+    """Rich progress bars: one for the export (rows), one per backend (bytes of the batches sent to it)."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.export_task: Any = None
+        self.backend_tasks: dict[str, Any] = {}
+        self._pending: dict[str, int] = {}  # bytes sent to a backend and not yet answered
+
+    def __call__(self, event: RoundProgress | UploadOutcome) -> None:
+        if isinstance(event, UploadOutcome):
+            task = self.backend_tasks.get(event.fallback_for or event.backend)
+            if task is not None:
+                self.progress.update(task, advance=self._pending.pop(event.fallback_for or event.backend, 0))
+            return
+        if event.phase == "export":
+            if self.export_task is None:
+                self.export_task = self.progress.add_task("export rows", total=max(event.total, 1))
+            self.progress.update(self.export_task, completed=event.completed, total=max(event.total, 1))
+        elif event.phase == "upload":
+            for backend in event.backends:
+                if backend not in self.backend_tasks:
+                    self.backend_tasks[backend] = self.progress.add_task(f"upload {backend}", total=0)
+                task = self.backend_tasks[backend]
+                self.progress.update(task, total=self.progress.tasks[task].total + event.total)
+                self._pending[backend] = self._pending.get(backend, 0) + event.total
+
+
+
+def summary_rows(round_: Any) -> list[list[Any]]:
+    rows = []
+    for backend in round_.result.backends:
+        tally = round_.tally(backend.backend)
+        outcome = backend.status if not backend.error else f"{backend.status}: {backend.error}"
+        if backend.stood_in_for:
+            outcome += f" (fallback for {', '.join(backend.stood_in_for)})"
+        rows.append([backend.backend, backend.files, tally.rows, human_bytes(backend.bytes),
+                     f"{tally.elapsed_s:.1f}s", outcome])
+    return rows
+
+
+def round_json(round_: Any) -> dict[str, Any]:
+    data = round_.result.as_dict()
+    data["selected"] = list(round_.selected)
+    data["tallies"] = [{"backend": t.backend, "batches": t.batches, "rows": t.rows, "elapsed_s": round(t.elapsed_s, 3),
+                        "fallback_for": list(t.fallback_for)} for t in round_.tallies]
+    return data
+
+
+@click.command("upload")
+@click.option("--db", "db_path", type=click.Path(path_type=Path), required=True, help="The miner's SQLite database.")
+@node_options
+@click.option("--once", "mode", flag_value="once", default=True, help="Run one round and exit (default).")
+@click.option("--every", "every", default=None, help="Run a round every interval, e.g. 2h, until interrupted.")
+@click.option("--spool-max-bytes", type=int, default=None, help="Bound the spool's disk use (export pauses when full).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (one JSON document per round).")
+def upload_command(db_path: Path, netuid: int | None, network: str | None, chain_endpoint: str | None,
+                   mirror: Path | None, wallet_name: str, wallet_hotkey: str, wallet_path: str | None,
+                   state_dir: Path | None, mode: str, every: str | None, spool_max_bytes: int | None,
+                   as_json: bool) -> None:
+    """Publish this miner's new rows to every backend the config selects for its hotkey."""
+    from storage_core.export.spool import Spool
+    from storage_core.miner import MinerStorage
+
+    if not db_path.is_file():
+        raise click.ClickException(f"miner database {db_path} does not exist")
+    interval = parse_duration(every) if every else None
+    node = build_node(netuid, network, chain_endpoint, mirror, wallet_name, wallet_hotkey, wallet_path, state_dir)
+    storage = MinerStorage(node, db_path, Spool(node.state_dir / "spool", max_bytes=spool_max_bytes))
+    console = Console(stderr=True)
+    failed = False
+    try:
+        while True:
+            if not as_json:
+                for selection in node.selections():
+                    mark = "[green]on[/]" if selection.selected else "[dim]off[/]"
+                    console.print(f"{selection.backend}: {mark} — {selection.reason}")
+            with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeElapsedColumn(),
+                          console=console, transient=True, disable=as_json) as progress:
+                view = RoundProgressView(progress)
+                round_ = storage.upload_data(progress=view)
+            failed = not round_.result.ok
+            if as_json:
+                print_json(round_json(round_))
+            else:
+                result = round_.result
+                print_table(f"round {result.round_id}: {result.rows_exported} rows exported in "
+                            f"{result.chunks_exported} chunks ({human_bytes(result.bytes_exported)}), "
+                            f"{result.skipped_rows} skipped, {result.elapsed_s:.1f}s",
+                            ["backend", "files", "rows", "bytes", "time", "outcome"], summary_rows(round_))
+                if result.backpressure:
+                    console.print("[yellow]spool full: some rows wait for the next round[/]")
+            if interval is None:
+                break
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        console.print("interrupted; the spool keeps what was not acknowledged")
+    finally:
+        storage.close()
+    if failed:
+        raise SystemExit(1)

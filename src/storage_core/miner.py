@@ -1,0 +1,152 @@
+"""The miner's side: one upload round = export new rows once, publish to the selected backends, record.
+
+``MinerStorage.upload_data()`` is the integration guide's call. It resolves the config (the node's
+source follows the chain), picks this hotkey's backends by rollout, runs the export/spool/ledger round
+with the dispatcher as publisher (dual-write, isolation, fallback), and keeps a small status record of
+the last upload per backend for ``storage-core status``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from storage_core.export.exporter import ExportOptions
+from storage_core.export.round import RoundProgress, RoundResult, run_upload_round
+from storage_core.export.spool import Spool
+from storage_core.node import StorageNode
+from storage_core.telemetry import StorageMetrics
+from storage_core.values import UploadBatch, UploadOutcome
+
+log = logging.getLogger(__name__)
+LAST_UPLOAD_FILE = "last_upload.json"
+
+
+@attrs.frozen
+class BackendTally:
+    """Per backend over one round: batches, rows and seconds, as the summary table shows them."""
+
+    backend: str
+    batches: int = 0
+    rows: int = 0
+    elapsed_s: float = 0.0
+    fallback_for: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class MinerRound:
+    """A round's result plus what the dispatcher saw per backend."""
+
+    result: RoundResult
+    selected: tuple[str, ...]
+    tallies: tuple[BackendTally, ...]
+
+    def tally(self, backend: str) -> BackendTally:
+        return next((t for t in self.tallies if t.backend == backend), BackendTally(backend))
+
+
+class MinerStorage:
+    """One miner's storage: its node (config, plugins, wallet), its database and its spool."""
+
+    def __init__(
+        self,
+        node: StorageNode,
+        db_path: Path | str,
+        spool: Spool | None = None,
+        export_options: ExportOptions = ExportOptions(),
+        metrics: StorageMetrics | None = None,
+    ) -> None:
+        self.node = node
+        self.db_path = Path(db_path)
+        self.spool = spool or Spool(node.state_dir / "spool")
+        self.export_options = export_options
+        self.metrics = metrics or StorageMetrics()
+
+    # ------------------------------------------------------------------ guide-style flags
+
+    def uses(self, backend: str) -> bool:
+        """Whether this miner writes to ``backend`` this round (enabled, within rollout, installed)."""
+        return any(s.backend == backend and s.selected for s in self.node.selections())
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("use_"):
+            return self.uses(name.removeprefix("use_"))
+        raise AttributeError(name)
+
+    # ------------------------------------------------------------------ the round
+
+    def upload_data(self, progress: Callable[[RoundProgress | UploadOutcome], None] | None = None) -> MinerRound:
+        """Run one upload round; never raises for a backend failure (see the result), only for bad input."""
+        if not self.db_path.is_file():
+            from storage_core.errors import StorageCoreError
+
+            raise StorageCoreError(f"miner database {self.db_path} does not exist")
+        self.node.log_selection()
+        dispatcher = self.node.dispatcher()
+        selected = dispatcher.upload_backends(self.node.hotkey)
+        tallies: dict[str, BackendTally] = {}
+        last: dict[str, dict[str, Any]] = {}
+
+        def publish(batch: UploadBatch, backends: Sequence[str]) -> tuple[UploadOutcome, ...]:
+            outcomes = dispatcher.upload(batch, backends)
+            self.metrics.record_uploads(outcomes)
+            for outcome in outcomes:
+                tally = tallies.get(outcome.backend, BackendTally(outcome.backend))
+                tallies[outcome.backend] = attrs.evolve(
+                    tally,
+                    batches=tally.batches + 1,
+                    rows=tally.rows + (batch.total_rows if outcome.ok else 0),
+                    elapsed_s=tally.elapsed_s + outcome.elapsed_s,
+                    fallback_for=tuple(sorted({*tally.fallback_for, *([outcome.fallback_for] if outcome.fallback_for
+                                                                       else [])})),
+                )
+                last[outcome.backend] = {
+                    "at": time.time(), "status": outcome.status, "error": outcome.error, "files": len(batch.files),
+                    "bytes": batch.total_bytes, "rows": batch.total_rows, "fallback_for": outcome.fallback_for,
+                }
+                if progress is not None:
+                    progress(outcome)
+            return outcomes
+
+        def on_progress(event: RoundProgress) -> None:
+            if progress is not None:
+                progress(event)
+
+        result = run_upload_round(
+            self.db_path, self.spool, selected, publish, miner_hotkey=self.node.hotkey,
+            options=self.export_options, progress=on_progress,
+        )
+        self._save_last(last)
+        for backend in result.backends:
+            log.info("round %s: %s %s, %d files, %d bytes, %d still owed", result.round_id, backend.backend,
+                     backend.status, backend.files, backend.bytes, backend.still_owed_files)
+        return MinerRound(result, selected, tuple(tallies[name] for name in sorted(tallies)))
+
+    def _save_last(self, last: dict[str, dict[str, Any]]) -> None:
+        if not last:
+            return
+        path = self.node.state_dir / LAST_UPLOAD_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        previous = load_last_uploads(self.node.state_dir)
+        previous.update(last)
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(previous, indent=2, sort_keys=True))
+        os.replace(temporary, path)
+
+    def close(self) -> None:
+        self.spool.close()
+
+
+def load_last_uploads(state_dir: Path) -> dict[str, dict[str, Any]]:
+    """The last upload per backend recorded by this node (empty when it never uploaded)."""
+    try:
+        return json.loads((Path(state_dir) / LAST_UPLOAD_FILE).read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
