@@ -113,15 +113,16 @@ _READ_OPTIONS = pa_json.ReadOptions(use_threads=False, block_size=1 << 22)
 
 def _arrow_columns(source: str, contents: Sequence[bytes]) -> dict[str, pa.Array] | None:
     """The page's post columns parsed by Arrow, or None when Arrow cannot vouch for every row."""
-    data = b"\n".join(contents)
-    if data.count(b"\n") != len(contents) - 1:
-        return None  # a pretty-printed row: let msgspec sort it out
+    try:
+        data = b"\n".join(contents)
+    except TypeError:
+        return None  # content stored as text, not a blob: msgspec takes both
     try:
         table = pa_json.read_json(io.BytesIO(data), read_options=_READ_OPTIONS, parse_options=_PARSE_OPTIONS[source])
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
         return None
     if table.num_rows != len(contents):
-        return None
+        return None  # a row spans several lines (pretty-printed) or none: msgspec sorts it out
     columns = {_JSON_COLUMNS[source][name]: table.column(name).combine_chunks() for name in table.column_names}
     if any(columns[name].null_count for name in _REQUIRED[source]):
         return None  # a required field is missing: msgspec names the row and the field
@@ -224,7 +225,7 @@ def _table(source: str, rows: Sequence[SourceRow], posts: dict, encoder: FieldEn
         "uri": _strings([row[0] for row in rows]),
         "datetime": _timestamps([row[1] for row in rows]),
         "source": _strings([source] * len(rows)),
-        "label": _optional_strings([row[3] for row in rows]),
+        "label": _optional_strings([None if row[3] == "NULL" else row[3] for row in rows]),
         "content_size_bytes": _int64s([row[5] for row in rows]),
         **posts,
     }

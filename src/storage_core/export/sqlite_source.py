@@ -27,9 +27,9 @@ class MinerDatabaseError(StorageCoreError):
 
 
 #: One row as stored, as a plain tuple (a million of them must be cheap):
-#: ``(uri, datetime text, source, label or None, content bytes, contentSizeBytes)``. The datetime is the
-#: database's own text, which orders the export.
-SourceRow = tuple[str, str, int, "str | None", bytes, int]
+#: ``(uri, datetime text, source, label, content bytes, contentSizeBytes)``. The datetime is the
+#: database's own text, which orders the export; ``label`` is None or "NULL" when there is none.
+SourceRow = tuple
 
 
 class MinerDatabase:
@@ -161,10 +161,11 @@ class MinerDatabase:
         sql += f" AND datetime <= ? ORDER BY {order} LIMIT ?"
         params = params + [upper, limit]
         rows = self._connection.execute(sql, params).fetchall()
-        return [
-            (uri, _text(when), source, None if label == "NULL" else label, _bytes(content), size)
-            for uri, when, source, label, content, size in rows
-        ]
+        if rows and not (isinstance(rows[0][1], str) and isinstance(rows[0][4], bytes)):
+            # Not what the miner writes (datetime as text, content as a blob): normalise, slowly.
+            rows = [(uri, _text(when), source, label, _bytes(content), size)
+                    for uri, when, source, label, content, size in rows]
+        return rows  # as fetched: converting a million tuples here would hold the GIL the parser needs
 
 
 def _text(value: object) -> str:
