@@ -22,15 +22,28 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: data}
 
 
-def spool_backlog(state_dir: Path) -> dict[str, dict[str, Any]]:
-    """Per backend: chunks still owed, their bytes, and the age of the oldest (from the spool's ledger)."""
+def spool_backlog(state_dir: Path, now: float | None = None) -> dict[str, dict[str, Any]]:
+    """Per backend: chunks still owed, their bytes, and the age of the oldest (chunk files are written at export)."""
     from storage_core.export.spool import Spool
 
     if not (state_dir / "spool" / "ledger.sqlite").exists():
         return {}
+    now = time.time() if now is None else now
     spool = Spool(state_dir / "spool")
     try:
-        return spool.ledger.backlog(now=time.time())
+        backlog: dict[str, dict[str, Any]] = {}
+        for sha256, backends in spool.ledger.pending().items():
+            staged = spool.ledger.staged(sha256)
+            try:
+                age = now - staged.path.stat().st_mtime
+            except FileNotFoundError:
+                age = 0.0
+            for backend in backends:
+                entry = backlog.setdefault(backend, {"chunks": 0, "bytes": 0, "oldest_age_s": 0.0})
+                entry["chunks"] += 1
+                entry["bytes"] += staged.size_bytes
+                entry["oldest_age_s"] = max(entry["oldest_age_s"], age)
+        return backlog
     finally:
         spool.close()
 
