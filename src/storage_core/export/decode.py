@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import io
 from array import array
@@ -54,9 +55,14 @@ class RedditPost(
     parent_id: str | None = None
 
 
-_STRUCTS: dict[str, type[msgspec.Struct]] = {"x": XPost, "reddit": RedditPost}
-_PAGE_DECODERS = {source: msgspec.json.Decoder(list[struct]) for source, struct in _STRUCTS.items()}
-_ROW_DECODERS = {source: msgspec.json.Decoder(struct) for source, struct in _STRUCTS.items()}
+_PAGE_DECODERS: dict[str, msgspec.json.Decoder] = {
+    "x": msgspec.json.Decoder(list[XPost]),
+    "reddit": msgspec.json.Decoder(list[RedditPost]),
+}
+_ROW_DECODERS: dict[str, msgspec.json.Decoder] = {
+    "x": msgspec.json.Decoder(XPost),
+    "reddit": msgspec.json.Decoder(RedditPost),
+}
 
 
 @attrs.frozen
@@ -231,7 +237,7 @@ def _table(source: str, rows: Sequence[SourceRow], posts: dict, encoder: FieldEn
     }
     if encoder is not None:
         for name in encoder.fields:
-            values = columns[name]
+            values: Any = columns[name]
             if isinstance(values, pa.Array):
                 values = values.to_pylist()
             columns[name] = _optional_strings(encoder.encode_column(name, values))

@@ -177,6 +177,7 @@ def export(
         if plan.method == "scan":
             pages = database.iter_scan_pages(since, plan.upper, options.page_rows)
         else:
+            assert plan.last_bucket is not None  # set whenever upper is
             pages = database.iter_index_pages(since, plan.upper, plan.last_bucket, options.page_rows)
         partitioner = Partitioner(
             Path(directory), chunk_rows=options.chunk_rows, memory_bytes=options.memory_bytes, writers=options.writers

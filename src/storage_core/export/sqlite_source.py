@@ -119,7 +119,8 @@ class MinerDatabase:
         if start is not None:
             ranges.append((start, previous))
         for first, last in ranges:
-            where, params = "timeBucketId BETWEEN ? AND ?", [first, last]
+            where = "timeBucketId BETWEEN ? AND ?"
+            params: list[object] = [first, last]
             while True:
                 page = self._query(where, params, since, upper, "datetime, uri", page_rows)
                 if page:
@@ -138,7 +139,8 @@ class MinerDatabase:
         last_uri = ""
         while True:
             # "+timeBucketId" keeps the planner on the primary key instead of the bucket index.
-            page = self._query("uri > ? AND +timeBucketId >= ?", [last_uri, -(2**62)], since, upper, "uri", page_rows)
+            params: list[object] = [last_uri, -(2**62)]
+            page = self._query("uri > ? AND +timeBucketId >= ?", params, since, upper, "uri", page_rows)
             if page:
                 yield page
                 last_uri = page[-1][0]
@@ -177,4 +179,4 @@ def _bytes(value: object) -> bytes:
         return value
     if isinstance(value, str):
         return value.encode()
-    return bytes(value)  # memoryview or similar
+    return bytes(value)  # type: ignore[call-overload]  # memoryview or similar
