@@ -214,10 +214,15 @@ def test_deselected_backend_no_longer_holds_chunks_back(miner_db, spool, publish
     assert spool.used_bytes() == 0
 
 
-def test_no_backend_selected_exports_nothing(miner_db, spool, publisher, hotkey):
+def test_no_backend_selected_exports_nothing_and_releases_nothing(miner_db, spool, publisher, hotkey):
     result = run_upload_round(miner_db.path, spool, [], publisher, miner_hotkey=hotkey)
     assert result.rows_exported == 0 and result.backends == () and publisher.calls == []
     assert spool.watermark() is None
+    publisher.down = {"s3"}
+    run_upload_round(miner_db.path, spool, ["s3"], publisher, miner_hotkey=hotkey)
+    held = spool.used_bytes()
+    run_upload_round(miner_db.path, spool, [], publisher, miner_hotkey=hotkey)
+    assert spool.used_bytes() == held > 0  # still owed to s3
 
 
 def test_one_round_at_a_time(miner_db, spool, publisher, hotkey):

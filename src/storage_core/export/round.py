@@ -142,7 +142,8 @@ def run_upload_round(
 
     with spool.locked():
         spool.recover()
-        spool.retire(selected)
+        if selected:  # an empty selection (no config yet?) must not release what is owed
+            spool.retire(selected)
         exhausted = not selected  # with no backend selected there is nobody to export for
         while True:
             room = spool.room_bytes()
