@@ -184,3 +184,34 @@ class LocalSubnet:
         )
         return StorageNode(self.netuid, participant.wallet, source=source,
                            state_dir=self.root / "nodes" / participant.name, **kwargs)
+
+    # ------------------------------------------------------------------ what is really stored
+
+    def stored_uris(self, backend: str, hotkey: str) -> dict[str, int]:
+        """URI -> how many stored objects hold it, reading every object of the miner in ``backend``."""
+        import io
+        from collections import Counter
+
+        import pyarrow.parquet as pq
+
+        from storage_core.layout import miner_prefix
+
+        counts: Counter[str] = Counter()
+        if backend == "s3":
+            assert self.seaweed is not None
+            for key in self.seaweed.list_keys(self.bucket_name, miner_prefix(hotkey)):
+                body = self.seaweed.admin.get_object(Bucket=self.bucket_name, Key=key)["Body"].read()
+                counts.update(pq.read_table(io.BytesIO(body), columns=["uri"]).column("uri").to_pylist())
+        elif backend == "huggingface":
+            assert self.hub is not None and self.validator is not None
+            from huggingface_hub import HfFileSystem
+
+            repo = repo_id_for(self.hf_namespace, HF_PREFIX, hotkey)
+            fs = HfFileSystem(endpoint=self.hub.url, token=self.hf_tokens[self.validator.hotkey])
+            for path in self.hub.hub.repo_files(repo):
+                if path.endswith(".parquet"):
+                    with fs.open(f"datasets/{repo}/{path}", "rb") as handle:
+                        counts.update(pq.read_table(handle, columns=["uri"]).column("uri").to_pylist())
+        else:
+            raise ValueError(f"unknown backend {backend!r}")
+        return dict(counts)
