@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from storage_core.export.decode import SkippedRow, rows_to_table, source_name
 from storage_core.export.encoding import FieldEncoder
-from storage_core.export.partition import Partitioner
+from storage_core.export.partition import Partitioner, release_free_memory
 from storage_core.export.sqlite_source import MinerDatabase, SourceRow
 from storage_core.export.watermark import Watermark
 from storage_core.values import StagedFile
@@ -40,9 +40,9 @@ T = TypeVar("T")
 class ExportOptions:
     """Knobs of one export; the defaults keep peak memory well under 256 MiB."""
 
-    page_rows: int = 5_000  # rows per SQLite query (one short read transaction each)
+    page_rows: int = 4_000  # rows per SQLite query (one short read transaction each)
     chunk_rows: int = 32_768  # most rows in one chunk file (two 16k-row groups; ~35 MB in memory)
-    memory_bytes: int = 24 * 2**20  # Arrow buffers held before spilling to temporary files
+    memory_bytes: int = 16 * 2**20  # Arrow buffers held before spilling to temporary files
     writers: int = 1  # threads encoding chunks at the end (2 is faster but peaks ~50 MB higher)
     encoder: FieldEncoder | None = None  # optional Fernet encoding of url / username
     max_rows: int | None = None  # stop at the hour bucket where this many rows are reached (back-pressure)
@@ -182,7 +182,7 @@ def export(
         partitioner = Partitioner(
             Path(directory), chunk_rows=options.chunk_rows, memory_bytes=options.memory_bytes, writers=options.writers
         )
-        rows_read = rows_kept = skipped_count = 0
+        rows_read = rows_kept = skipped_count = pages_done = 0
         skipped: list[SkippedRow] = []
         at_upper: list[str] = []  # URIs read at exactly the upper datetime: they join the watermark
         try:
@@ -200,6 +200,9 @@ def export(
                     skipped.extend(page_skips[: max(0, options.max_reported_skips - len(skipped))])
                 if progress is not None:
                     progress(rows_read, max(plan.expected_rows, rows_read))
+                pages_done += 1
+                if pages_done % 16 == 0:
+                    release_free_memory()  # freed page objects otherwise linger in malloc arenas
             files = partitioner.finish()
         except BaseException:
             partitioner.discard()
