@@ -182,7 +182,7 @@ def export(
         partitioner = Partitioner(
             Path(directory), chunk_rows=options.chunk_rows, memory_bytes=options.memory_bytes, writers=options.writers
         )
-        rows_read = rows_kept = skipped_count = pages_done = 0
+        rows_read = rows_kept = skipped_count = 0
         skipped: list[SkippedRow] = []
         at_upper: list[str] = []  # URIs read at exactly the upper datetime: they join the watermark
         try:
@@ -200,9 +200,7 @@ def export(
                     skipped.extend(page_skips[: max(0, options.max_reported_skips - len(skipped))])
                 if progress is not None:
                     progress(rows_read, max(plan.expected_rows, rows_read))
-                pages_done += 1
-                if pages_done % 16 == 0:
-                    release_free_memory()  # freed page objects otherwise linger in malloc arenas
+                release_free_memory()  # freed page objects otherwise linger in malloc arenas (~5 us)
             files = partitioner.finish()
         except BaseException:
             partitioner.discard()
