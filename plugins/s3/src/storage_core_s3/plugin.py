@@ -1,10 +1,18 @@
-"""The S3 backend's hook implementations (registered as entry point ``s3``)."""
+"""The S3 backend's hook implementations (registered as entry point ``s3``).
+
+Miners upload through presigned grants from the grant service and never hold bucket credentials;
+validators read through read grants. See plugins/s3/README.md.
+"""
 
 from __future__ import annotations
 
 from importlib.metadata import version
+from typing import Any
 
-from storage_core import PLUGIN_API_VERSION, BackendDescriptor, OptionSpec, hookimpl
+from storage_core import PLUGIN_API_VERSION, BackendDescriptor, hookimpl
+from storage_core.chunks import verify_batch
+from storage_core.values import BackendContext, HealthStatus, UploadBatch, UploadReceipt, ValidationResult
+from storage_core_s3.options import OPTION_SPECS, S3Options
 
 BACKEND_ID = "s3"
 
@@ -19,11 +27,57 @@ def storage_backends() -> list[BackendDescriptor]:
             package="storage-core-s3",
             version=version("storage-core-s3"),
             capabilities={"upload", "validate", "health"},
-            options=(
-                OptionSpec("bucket", required=True, description="bucket that holds every miner's prefix"),
-                OptionSpec("grant_url", required=True, description="base URL of the grant service"),
-                OptionSpec("region", default="us-east-1", description="S3 region"),
-            ),
-            description="S3-compatible object storage through presigned grants",
+            options=OPTION_SPECS,
+            description="S3-compatible object storage (AWS, R2, Spaces, MinIO, SeaweedFS) through presigned grants",
         )
     ]
+
+
+@hookimpl
+def storage_upload(context: BackendContext, batch: UploadBatch) -> UploadReceipt:
+    """Verify the batch, then upload each chunk through a grant signed with the miner's hotkey."""
+    from storage_core_s3.uploader import Uploader
+
+    verify_batch(batch)
+    options = S3Options.from_context(context)
+    with Uploader(options, context.signer) as uploader:
+        return uploader.upload_batch(batch, verified=True)
+
+
+@hookimpl
+def storage_validate(context: BackendContext, miner_hotkey: str, uris: tuple[str, ...]) -> ValidationResult:
+    """Find ``uris`` in the miner's objects with read grants signed by the validator's hotkey."""
+    from storage_core_s3.checker import Checker
+
+    options = S3Options.from_context(context)
+    with Checker(options, context.signer) as checker:
+        return checker.validate(miner_hotkey, tuple(uris))
+
+
+@hookimpl
+def storage_health(context: BackendContext) -> HealthStatus:
+    """Healthy when the grant service answers and serves the configured bucket."""
+    from storage_core_s3.client import GrantClient, make_http_client
+
+    try:
+        options = S3Options.from_context(context)
+        with make_http_client(options) as http:
+            client = GrantClient(options, context.signer, http)
+            client.health()
+            info = client.info()
+    except Exception as error:  # any failure is "unhealthy", with the reason
+        return HealthStatus(backend=BACKEND_ID, ok=False, detail=str(error))
+    if info.get("bucket") != options.bucket:
+        return HealthStatus(
+            backend=BACKEND_ID, ok=False,
+            detail=f"the grant service at {options.grant_url} serves bucket {info.get('bucket')!r}, not {options.bucket!r}",
+        )
+    return HealthStatus(backend=BACKEND_ID, ok=True, detail=f"{options.grant_url} -> s3://{options.bucket}")
+
+
+@hookimpl
+def storage_register_commands(cli: Any) -> None:
+    """Add ``storage-core s3 serve``."""
+    from storage_core_s3.cli import register
+
+    register(cli)

@@ -1,0 +1,210 @@
+"""HTTP plumbing shared by the uploader and the checker: retries with back-off, and the grant-service client."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import httpx
+
+from storage_core.chain.http_auth import sign_request
+from storage_core.errors import BackendError
+from storage_core_s3 import protocol
+from storage_core_s3.options import S3Options
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+RETRYABLE_S3_CODES = frozenset({"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable", "Throttling"})
+_S3_CODE = re.compile(rb"<Code>([^<]{1,64})</Code>")
+_S3_MESSAGE = re.compile(rb"<Message>([^<]{0,300})</Message>")
+
+
+class TransferError(BackendError):
+    """One HTTP exchange failed; ``status`` and ``code`` say how (None for a connection error)."""
+
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None, retryable: bool,
+                 retry_after: float | None = None) -> None:
+        super().__init__(message, retryable=retryable)
+        self.status = status
+        self.code = code
+        self.retry_after = retry_after
+
+
+def s3_error(response: httpx.Response, what: str) -> TransferError:
+    """A TransferError for an S3 error response (its XML code and message, never its URL's signature)."""
+    body = response.content[:4096]
+    code_match, message_match = _S3_CODE.search(body), _S3_MESSAGE.search(body)
+    code = code_match.group(1).decode(errors="replace") if code_match else None
+    message = message_match.group(1).decode(errors="replace") if message_match else ""
+    retryable = response.status_code in RETRYABLE_STATUS or code in RETRYABLE_S3_CODES
+    return TransferError(
+        f"{what}: HTTP {response.status_code} {code or ''} {message}".strip(),
+        status=response.status_code,
+        code=code,
+        retryable=retryable,
+        retry_after=_retry_after(response),
+    )
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    try:
+        return min(float(value), 120.0) if value is not None else None
+    except ValueError:
+        return None
+
+
+class Backoff:
+    """Exponential back-off with jitter: attempt n waits uniform(d/2, d) for d = min(max, base * 2**n)."""
+
+    def __init__(self, max_attempts: int, base: float, cap: float, rng: random.Random | None = None,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.max_attempts = max(1, max_attempts)
+        self.base = base
+        self.cap = cap
+        self.rng = rng or random.Random()
+        self.sleep = sleep
+
+    def delays(self) -> Iterator[float]:
+        for attempt in range(self.max_attempts - 1):
+            delay = min(self.cap, self.base * 2**attempt)
+            yield delay / 2 + self.rng.uniform(0, delay / 2)
+
+    def run(self, what: str, attempt: Callable[[], T]) -> T:
+        """Call ``attempt`` until it returns, retrying retryable TransferErrors and connection errors."""
+        delays = self.delays()
+        while True:
+            try:
+                return attempt()
+            except (TransferError, httpx.TransportError) as error:
+                if isinstance(error, httpx.TransportError):
+                    error = TransferError(f"{what}: {type(error).__name__}: {error}", retryable=True)
+                if not error.retryable:
+                    raise error from None
+                delay = next(delays, None)
+                if delay is None:
+                    raise TransferError(
+                        f"{error} (gave up after {self.max_attempts} attempts)",
+                        status=error.status, code=error.code, retryable=True,
+                    ) from None
+                if error.retry_after is not None:
+                    delay = max(delay, error.retry_after)
+                log.info("%s failed (%s); retrying in %.2fs", what, error, delay)
+                self.sleep(delay)
+
+
+def make_http_client(options: S3Options) -> httpx.Client:
+    """One pooled HTTP client for grant and storage requests (thread-safe)."""
+    timeout = httpx.Timeout(options.read_timeout, connect=options.connect_timeout)
+    limits = httpx.Limits(max_connections=4 * options.concurrency + 8, max_keepalive_connections=2 * options.concurrency + 4)
+    return httpx.Client(timeout=timeout, limits=limits, follow_redirects=False)
+
+
+class Counters:
+    """Requests made and body bytes received, across threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.requests = 0
+        self.bytes = 0
+        self.grant_requests = 0
+
+    def add(self, requests: int = 0, received: int = 0, grant_requests: int = 0) -> None:
+        with self._lock:
+            self.requests += requests
+            self.bytes += received
+            self.grant_requests += grant_requests
+
+
+_service_hotkeys: dict[str, tuple[str, float]] = {}
+_service_hotkeys_lock = threading.Lock()
+_SERVICE_HOTKEY_TTL = 600.0
+
+
+class GrantClient:
+    """Signs and sends grant requests; each attempt carries a fresh nonce."""
+
+    def __init__(self, options: S3Options, signer: Any, http: httpx.Client, counters: Counters | None = None,
+                 backoff: Backoff | None = None) -> None:
+        self.options = options
+        self.signer = signer
+        self.http = http
+        self.counters = counters or Counters()
+        self.backoff = backoff or Backoff(options.max_attempts, options.backoff_base, options.backoff_max)
+        self.base_url = options.grant_url
+        self.base_path = urlsplit(options.grant_url).path.rstrip("/")
+
+    def service_hotkey(self) -> str:
+        """The hotkey requests are bound to: the ``grant_hotkey`` option, else the service's /v1/info."""
+        if self.options.grant_hotkey:
+            return self.options.grant_hotkey
+        with _service_hotkeys_lock:  # concurrent first calls ask the service once
+            cached = _service_hotkeys.get(self.base_url)
+            if cached is not None and time.monotonic() - cached[1] < _SERVICE_HOTKEY_TTL:
+                return cached[0]
+            hotkey = self.info().get("service_hotkey")
+            if not isinstance(hotkey, str) or not hotkey:
+                raise TransferError(f"{self.base_url}{protocol.PATH_INFO} names no service_hotkey", retryable=False)
+            _service_hotkeys[self.base_url] = (hotkey, time.monotonic())
+            return hotkey
+
+    def info(self) -> dict[str, Any]:
+        def attempt() -> dict[str, Any]:
+            response = self.http.get(self.base_url + protocol.PATH_INFO)
+            self.counters.add(grant_requests=1)
+            return self._answer(response, "grant service info")
+
+        return self.backoff.run("grant service info", attempt)
+
+    def health(self) -> dict[str, Any]:
+        response = self.http.get(self.base_url + protocol.PATH_HEALTH)
+        return self._answer(response, "grant service health")
+
+    def call(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """POST a signed JSON request and return the JSON answer (retrying what can be retried)."""
+        if self.signer is None:
+            raise BackendError("backend 's3' needs the node's hotkey (context.signer) to sign grant requests",
+                               retryable=False)
+        receiver = self.service_hotkey()
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        what = f"grant request {path}"
+
+        def attempt() -> dict[str, Any]:
+            headers = sign_request(self.signer, "POST", self.base_path + path, body, receiver)
+            headers["Content-Type"] = "application/json"
+            response = self.http.post(self.base_url + path, content=body, headers=headers)
+            self.counters.add(grant_requests=1)
+            return self._answer(response, what)
+
+        return self.backoff.run(what, attempt)
+
+    @staticmethod
+    def _answer(response: httpx.Response, what: str) -> dict[str, Any]:
+        if response.is_success:
+            try:
+                answer = response.json()
+            except ValueError:
+                raise TransferError(f"{what}: the grant service answered with invalid JSON", retryable=True) from None
+            if not isinstance(answer, dict):
+                raise TransferError(f"{what}: unexpected answer from the grant service", retryable=False)
+            return answer
+        code, message = None, response.text[:300]
+        try:
+            error = response.json().get("error", {})
+            code, message = error.get("code"), error.get("message", message)
+        except (ValueError, AttributeError):
+            pass
+        retryable = response.status_code in RETRYABLE_STATUS
+        raise TransferError(
+            f"{what} refused: HTTP {response.status_code} {code or ''}: {message}",
+            status=response.status_code, code=code, retryable=retryable, retry_after=_retry_after(response),
+        )

@@ -1,0 +1,127 @@
+"""The S3 backend's options (``backends.s3.options`` in the storage config), typed and checked."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import attrs
+
+from storage_core.errors import BackendError
+from storage_core.layout import check_hotkey
+from storage_core.values import BackendContext, OptionSpec
+
+log = logging.getLogger(__name__)
+MiB = 1024 * 1024
+CHECKSUM_CHECKS = ("recorded", "full", "off")
+ADDRESSING_STYLES = ("path", "virtual", "auto")
+
+OPTION_SPECS: tuple[OptionSpec, ...] = (
+    OptionSpec("bucket", required=True, description="bucket that holds every miner's prefix"),
+    OptionSpec("grant_url", required=True, description="base URL of the grant service (https:// in production)"),
+    OptionSpec("grant_hotkey", description="ss58 hotkey the grant service signs for; read from its /v1/info when unset"),
+    OptionSpec("region", default="us-east-1", description="S3 region of the bucket"),
+    OptionSpec("endpoint_url", description="S3 endpoint for the grant service (empty: AWS; R2, Spaces, MinIO, SeaweedFS URL)"),
+    OptionSpec("addressing_style", default="path", description="S3 addressing style for the grant service: path, virtual or auto"),
+    OptionSpec("connect_timeout", type="float", default=10.0, description="seconds to open a connection"),
+    OptionSpec("read_timeout", type="float", default=120.0, description="seconds without data before a request fails"),
+    OptionSpec("concurrency", type="int", default=4, description="objects (and parts) transferred at once"),
+    OptionSpec("max_attempts", type="int", default=5, description="tries per request on throttling, 5xx and connection errors"),
+    OptionSpec("backoff_base", type="float", default=0.5, description="first back-off delay in seconds (doubles, with jitter)"),
+    OptionSpec("backoff_max", type="float", default=20.0, description="longest back-off delay in seconds"),
+    OptionSpec("multipart_threshold", type="int", default=64 * MiB, description="files of this many bytes or more go up in parts"),
+    OptionSpec("part_size", type="int", default=16 * MiB, description="bytes per multipart part (at least 5 MiB)"),
+    OptionSpec("page_size", type="int", default=1000, description="keys per listing page when validating (1..1000)"),
+    OptionSpec("checksum_check", default="recorded",
+               description="validation checksum check: recorded (store-verified sha256, no extra reads), full, or off"),
+)
+
+_DEFAULTS = {spec.name: spec.default for spec in OPTION_SPECS}
+_TYPES = {spec.name: spec.type for spec in OPTION_SPECS}
+
+
+def _bad(name: str, problem: str) -> BackendError:
+    return BackendError(f"backend 's3' option {name!r}: {problem}", retryable=False)
+
+
+def _convert(name: str, value: Any) -> Any:
+    kind = _TYPES[name]
+    if value is None:
+        return None
+    try:
+        if kind == "int":
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if kind == "float":
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if kind == "bool":
+            if isinstance(value, str):
+                return {"true": True, "false": False, "1": True, "0": False}[value.lower()]
+            return bool(value)
+    except (ValueError, KeyError, TypeError):
+        raise _bad(name, f"expected {kind}, got {value!r}") from None
+    return str(value)
+
+
+@attrs.frozen
+class S3Options:
+    """Client-side options of the S3 backend."""
+
+    bucket: str
+    grant_url: str
+    grant_hotkey: str | None = None
+    region: str = "us-east-1"
+    endpoint_url: str | None = None
+    addressing_style: str = "path"
+    connect_timeout: float = 10.0
+    read_timeout: float = 120.0
+    concurrency: int = 4
+    max_attempts: int = 5
+    backoff_base: float = 0.5
+    backoff_max: float = 20.0
+    multipart_threshold: int = 64 * MiB
+    part_size: int = 16 * MiB
+    page_size: int = 1000
+    checksum_check: str = "recorded"
+
+    @classmethod
+    def from_mapping(cls, options: Any) -> S3Options:
+        values: dict[str, Any] = {}
+        for name in _DEFAULTS:
+            raw = options.get(name)
+            values[name] = _convert(name, raw if raw not in (None, "") else _DEFAULTS[name])
+        for name in ("bucket", "grant_url"):
+            if not values[name]:
+                raise _bad(name, "is required")
+        if not str(values["grant_url"]).startswith(("http://", "https://")):
+            raise _bad("grant_url", f"must be an http:// or https:// URL, got {values['grant_url']!r}")
+        if values["grant_hotkey"]:
+            try:
+                check_hotkey(values["grant_hotkey"])
+            except ValueError as error:
+                raise _bad("grant_hotkey", str(error)) from None
+        for name in ("connect_timeout", "read_timeout", "backoff_max", "concurrency", "max_attempts", "multipart_threshold"):
+            if values[name] <= 0:
+                raise _bad(name, f"must be positive, got {values[name]!r}")
+        if values["backoff_base"] < 0:
+            raise _bad("backoff_base", f"must not be negative, got {values['backoff_base']!r}")
+        if values["part_size"] < 5 * MiB:
+            raise _bad("part_size", f"must be at least 5 MiB (5242880), got {values['part_size']}")
+        if not 1 <= values["page_size"] <= 1000:
+            raise _bad("page_size", f"must be between 1 and 1000, got {values['page_size']}")
+        if values["checksum_check"] not in CHECKSUM_CHECKS:
+            raise _bad("checksum_check", f"must be one of {', '.join(CHECKSUM_CHECKS)}, got {values['checksum_check']!r}")
+        if values["addressing_style"] not in ADDRESSING_STYLES:
+            raise _bad("addressing_style", f"must be one of {', '.join(ADDRESSING_STYLES)}")
+        unknown = sorted(set(options) - set(_DEFAULTS))
+        if unknown:  # a newer config may carry options for newer plugin versions: warn, do not fail
+            log.warning("backend 's3' ignores unknown options: %s", ", ".join(unknown))
+        values["grant_url"] = str(values["grant_url"]).rstrip("/")
+        return cls(**values)
+
+    @classmethod
+    def from_context(cls, context: BackendContext) -> S3Options:
+        return cls.from_mapping(dict(context.options))

@@ -1,0 +1,65 @@
+"""Helpers of the S3 plugin's tests: raw signed requests and chunk files."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pyarrow as pa
+
+from storage_core.chain.http_auth import sign_request
+from storage_core.chunks import write_chunk
+from storage_core.schema import schema_for
+from storage_core.values import StagedFile
+
+
+def signed_post(base_url: str, path: str, payload: Any, signer: Any, receiver: str, *,
+                nonce_ns: int | None = None, raw: bytes | None = None) -> tuple[httpx.Response, dict[str, str], bytes]:
+    """POST ``payload`` (JSON, or ``raw`` bytes) signed by ``signer``; returns the response, headers and body."""
+    body = raw if raw is not None else json.dumps(payload).encode()
+    headers = sign_request(signer, "POST", path, body, receiver, nonce_ns=nonce_ns)
+    response = httpx.post(base_url + path, content=body, headers=headers, timeout=30)
+    return response, headers, body
+
+
+def grant_request(staged: StagedFile, **changes: Any) -> dict[str, Any]:
+    return {"sha256": staged.sha256, "size": staged.size_bytes, "source": staged.source, "date": staged.date, **changes}
+
+
+def post_upload(grant: dict[str, Any], content: bytes, fields: dict[str, str] | None = None) -> httpx.Response:
+    """Send ``content`` to S3 with a grant's presigned POST (optionally with altered form fields)."""
+    return httpx.post(grant["url"], data=fields or grant["fields"], files={"file": ("chunk.parquet", content)}, timeout=60)
+
+
+def big_chunk(directory: Path, megabytes: float, seed: int = 0, source: str = "x") -> StagedFile:
+    """A valid chunk of about ``megabytes`` MB of incompressible text (for multipart paths)."""
+    rows = max(1, int(megabytes * 1024 * 1024 / 1150))
+    day = datetime(2026, 11, 20, tzinfo=UTC)
+    times = [day + timedelta(seconds=i % 86_000) for i in range(rows)]
+    uris = [f"https://x.com/big{seed}/status/{i:012d}" for i in range(rows)]
+    texts = [os.urandom(1024).hex() for _ in range(rows)]
+    table = pa.Table.from_pydict(
+        {
+            "uri": uris,
+            "datetime": times,
+            "source": [source] * rows,
+            "label": ["#big"] * rows,
+            "content_size_bytes": [2048] * rows,
+            "username": [f"big{seed}"] * rows,
+            "text": texts,
+            "url": uris,
+            "timestamp": times,
+            "tweet_hashtags": [["#big"]] * rows,
+        },
+        schema=schema_for(source),
+    )
+    return write_chunk(table, source, directory)
+
+
+def wait_until(deadline_s: float) -> None:
+    time.sleep(max(0.0, deadline_s - time.time()))
