@@ -182,11 +182,12 @@ class Dispatcher:
         results = _run_isolated({b: self._upload_job(b, batch) for b in targets}, self.timeout_s)
         outcomes = {b: self._outcome(b, results[b]) for b in targets}
         taken = set(targets)
+        fallback_order = list(self.config.fallback_order)
         for failed in [b for b in targets if not outcomes[b].ok]:
-            order = list(self.config.fallback_order)
-            covered = [b for b in order[order.index(failed) + 1 :] if b in outcomes and outcomes[b].ok] if failed in order else []
-            if covered:
-                log.info("%s failed; %s already holds this batch", failed, covered[0])
+            later = fallback_order[fallback_order.index(failed) + 1 :] if failed in fallback_order else []
+            covering = [b for b in later if b in outcomes and outcomes[b].ok]
+            if covering:
+                log.info("%s failed; %s already holds this batch", failed, covering[0])
                 continue
             for candidate in self._fallback_for(failed, taken):
                 taken.add(candidate)
@@ -195,8 +196,9 @@ class Dispatcher:
                 outcomes[candidate] = self._outcome(candidate, result, fallback_for=failed)
                 if outcomes[candidate].ok:
                     break
-        order = backend_order(self.config)
-        return tuple(sorted(outcomes.values(), key=lambda o: (order.index(o.backend) if o.backend in order else len(order), o.backend)))
+        ranking = backend_order(self.config)
+        return tuple(sorted(outcomes.values(),
+                            key=lambda o: (ranking.index(o.backend) if o.backend in ranking else len(ranking), o.backend)))
 
     # ------------------------------------------------------------------ validator side
 
@@ -243,7 +245,7 @@ def combine(
     """
     answered = {o.backend: o.result.found for o in outcomes if o.ok and o.result is not None}
     if policy == "primary":
-        backends = tuple(backends[:1])
+        backends = backends[:1]
     verdicts: dict[str, str] = {}
     for uri in uris:
         hits = [b for b in backends if b in answered and uri in answered[b]]

@@ -135,7 +135,7 @@ class UsageMonitor:
 def log_to_wandb(figures: Mapping[str, float]) -> bool:
     """``wandb.log(figures)`` when wandb is installed and a run is active; False otherwise (optional dependency)."""
     try:
-        import wandb  # type: ignore[import-not-found]
+        import wandb
     except ImportError:
         return False
     if getattr(wandb, "run", None) is None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import types
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,27 @@ def _frozen_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return types.MappingProxyType(dict(value or {}))
 
 
+# Typed converters: attrs' mypy plugin cannot infer element types through bare ``tuple`` / ``frozenset``.
+def _str_set(value: Iterable[str]) -> frozenset[str]:
+    return frozenset(value)
+
+
+def _option_specs(value: Iterable[OptionSpec]) -> tuple[OptionSpec, ...]:
+    return tuple(value)
+
+
+def _staged_files(value: Iterable[StagedFile]) -> tuple[StagedFile, ...]:
+    return tuple(value)
+
+
+def _stored_objects(value: Iterable[StoredObject]) -> tuple[StoredObject, ...]:
+    return tuple(value)
+
+
+def _problems(value: Iterable[IntegrityProblem]) -> tuple[IntegrityProblem, ...]:
+    return tuple(value)
+
+
 @attrs.frozen
 class OptionSpec:
     """One option a backend accepts in the storage config (shown by `storage-core plugins`)."""
@@ -56,9 +77,9 @@ class BackendDescriptor:
     package: str
     version: str
     capabilities: frozenset[str] = attrs.field(
-        converter=frozenset, validator=attrs.validators.deep_iterable(attrs.validators.in_(CAPABILITIES))
+        converter=_str_set, validator=attrs.validators.deep_iterable(attrs.validators.in_(CAPABILITIES))
     )
-    options: tuple[OptionSpec, ...] = attrs.field(default=(), converter=tuple)
+    options: tuple[OptionSpec, ...] = attrs.field(default=(), converter=_option_specs)
     description: str = ""
 
 
@@ -102,7 +123,7 @@ class UploadBatch:
     """The chunks one miner publishes in one round; the same batch goes to every selected backend."""
 
     miner_hotkey: str
-    files: tuple[StagedFile, ...] = attrs.field(converter=tuple)
+    files: tuple[StagedFile, ...] = attrs.field(converter=_staged_files)
     round_id: str = ""
 
     @property
@@ -131,7 +152,7 @@ class UploadReceipt:
 
     backend: str
     location: str
-    objects: tuple[StoredObject, ...] = attrs.field(converter=tuple)
+    objects: tuple[StoredObject, ...] = attrs.field(converter=_stored_objects)
     revision: str | None = None
 
     @property
@@ -153,11 +174,11 @@ class ValidationResult:
 
     backend: str
     miner_hotkey: str
-    found: frozenset[str] = attrs.field(converter=frozenset)
+    found: frozenset[str] = attrs.field(converter=_str_set)
     requests: int = 0
     bytes_read: int = 0
     objects_scanned: int = 0
-    problems: tuple[IntegrityProblem, ...] = attrs.field(default=(), converter=tuple)
+    problems: tuple[IntegrityProblem, ...] = attrs.field(default=(), converter=_problems)
 
 
 @attrs.frozen
