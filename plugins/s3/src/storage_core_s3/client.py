@@ -147,15 +147,20 @@ class GrantClient:
         """The hotkey requests are bound to: the ``grant_hotkey`` option, else the service's /v1/info."""
         if self.options.grant_hotkey:
             return self.options.grant_hotkey
-        with _service_hotkeys_lock:  # concurrent first calls ask the service once
+        with _service_hotkeys_lock:
             cached = _service_hotkeys.get(self.base_url)
-            if cached is not None and time.monotonic() - cached[1] < _SERVICE_HOTKEY_TTL:
-                return cached[0]
-            hotkey = self.info().get("service_hotkey")
-            if not isinstance(hotkey, str) or not hotkey:
-                raise TransferError(f"{self.base_url}{protocol.PATH_INFO} names no service_hotkey", retryable=False)
+        if cached is not None and time.monotonic() - cached[1] < _SERVICE_HOTKEY_TTL:
+            return cached[0]
+        # Ask the service WITHOUT holding the lock: a stalled service (a read can take read_timeout x
+        # max_attempts) once held this process-wide lock, so every later upload and validation of the
+        # process, for any grant URL, hung behind one abandoned (timed-out) call. Concurrent first calls may
+        # each ask /v1/info; that is a cheap public GET.
+        hotkey = self.info().get("service_hotkey")
+        if not isinstance(hotkey, str) or not hotkey:
+            raise TransferError(f"{self.base_url}{protocol.PATH_INFO} names no service_hotkey", retryable=False)
+        with _service_hotkeys_lock:
             _service_hotkeys[self.base_url] = (hotkey, time.monotonic())
-            return hotkey
+        return hotkey
 
     def info(self) -> dict[str, Any]:
         def attempt() -> dict[str, Any]:
