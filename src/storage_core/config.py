@@ -173,7 +173,7 @@ def parse_config(data: Any) -> StorageConfig:
     if isinstance(order, (str, bytes)) or not isinstance(order, Sequence):
         raise ConfigError("fallback_order", f"must be a list of backend ids, got {type(order).__name__}")
     for index, name in enumerate(order):
-        if name not in backends:
+        if not isinstance(name, str) or name not in backends:  # a list/object entry was a TypeError (fuzzing)
             raise ConfigError(f"fallback_order[{index}]", f"names backend {name!r}, which the config does not define")
     if len(set(order)) != len(order):
         raise ConfigError("fallback_order", "names a backend twice")
@@ -397,7 +397,10 @@ def environment_layer(environ: Mapping[str, str] | None = None) -> ConfigLayer:
     data: dict[str, Any] = {}
     document = env.get(f"{ENV_PREFIX}CONFIG", "").strip()
     if document:
-        text = document if document.startswith("{") else Path(document).read_text()
+        try:
+            text = document if document.startswith("{") else Path(document).read_text()
+        except (OSError, UnicodeDecodeError) as error:  # a missing/unreadable path was an OSError, not a ConfigError
+            raise ConfigError("(STORAGE_CORE_CONFIG)", f"is not a JSON object and not a readable file: {error}") from error
         try:
             loaded = json.loads(text)
         except ValueError as error:
