@@ -161,6 +161,13 @@ class Partitioner:
                 slots.release()
 
         try:
+            if self.writers <= 1:  # one piece in memory at a time: the lowest peak
+                staged = []
+                for source, piece in self._pieces():
+                    staged.append(write_chunk(piece.sort_by("uri"), source, self.directory))
+                    del piece
+                    release_free_memory()
+                return staged
             with ThreadPoolExecutor(self.writers, thread_name_prefix="storage-core-chunk-writer") as pool:
                 for source, piece in self._pieces():
                     slots.acquire()
