@@ -91,14 +91,41 @@ def scan_file(handle: Any, size: int, progress: _Progress) -> str | None:
     if problem:
         return problem
     column = parquet.schema_arrow.get_field_index("uri")
+    problem = row_count_problem(parquet.metadata, column, size)
+    if problem:
+        return problem
     for index in range(parquet.metadata.num_row_groups):
         remaining = progress.remaining()
         if not remaining:
             break
         if not _sought_in(parquet.metadata.row_group(index).column(column).statistics, remaining):
             continue
-        uris = parquet.read_row_group(index, columns=["uri"], use_threads=False).column("uri")
+        try:
+            uris = parquet.read_row_group(index, columns=["uri"], use_threads=False).column("uri")
+        except (pa.ArrowInvalid, pa.ArrowMemoryError, pa.ArrowNotImplementedError) as error:
+            # A lying footer once escaped here as an exception and voided the whole validation ("unknown"
+            # for every URI), which let a hostile miner dodge "invalid" verdicts. It is this file's problem.
+            return f"not a readable parquet file: {error}"
         progress.add(remaining.intersection(uris.to_pylist()))
+    return None
+
+
+def row_count_problem(metadata: pq.FileMetaData, uri_column: int, size: int) -> str | None:
+    """A row group claiming more rows than its ``uri`` column chunk can encode, or a chunk larger than the file.
+
+    Bug fixed: a footer claiming 2**40 rows made pyarrow allocate for every claimed row (ArrowMemoryError, or
+    the validator OOM-killed). Distinct URIs take at least one bit per row, so more than 8 rows per compressed
+    byte is a lie; this bounds what a read can allocate by the file's size.
+    """
+    for index in range(metadata.num_row_groups):
+        group = metadata.row_group(index)
+        chunk = group.column(uri_column)
+        compressed = chunk.total_compressed_size
+        if compressed < 0 or compressed > size:
+            return f"row group {index}: uri column chunk claims {compressed} bytes in a {size}-byte file"
+        if group.num_rows < 0 or group.num_rows > 8 * max(compressed, 1):
+            return (f"row group {index} claims {group.num_rows} rows but its uri column holds only "
+                    f"{compressed} bytes: implausible row count")
     return None
 
 
