@@ -1,0 +1,149 @@
+"""Parquet files from a hostile miner, put straight into its own S3 prefix (admin client) and its own HF repo
+(its own token), under valid content-addressed names: the S3 and HF checkers reject each one as an
+IntegrityProblem with bounded work (bytes read stay under a limit tied to the file sizes; no huge
+allocation), and the miner's honest files still validate.
+
+Bounded memory is checked where it bit: a footer claiming 2**40 rows in a row group made pyarrow allocate
+for all of them (the process was OOM-killed) before the checkers capped row counts by the column's size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from huggingface_hub import CommitOperationAdd, HfApi
+from reliability_helpers import miner_db, overrides
+
+from demo.world import HF_PREFIX, LocalSubnet
+from storage_core.miner import MinerStorage
+from storage_core.schema import schema_for
+from storage_core.testing.data import make_table
+from storage_core.validator import ValidatorStorage
+from storage_core_huggingface.identity import repo_id_for
+
+pytestmark = pytest.mark.timeout(120)
+DAY = "2026-11-20"
+HONEST_ROWS = 1200
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _valid(rows: int, seed: int, **write_options) -> tuple[bytes, list[str]]:
+    table = make_table(rows, "x", seed=seed).cast(schema_for("x"))
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression="zstd", **write_options)
+    return sink.getvalue(), table.column("uri").to_pylist()
+
+
+def _with_footer(data: bytes, footer: bytes) -> bytes:
+    length = int.from_bytes(data[-8:-4], "little")
+    return data[: -8 - length] + footer + len(footer).to_bytes(4, "little") + b"PAR1"
+
+
+def hostile_files() -> dict[str, tuple[bytes, list[str]]]:
+    """name -> (content, URIs the file claims): each is wrong in one way."""
+    files: dict[str, tuple[bytes, list[str]]] = {}
+    sink = io.BytesIO()
+    pq.write_table(pa.table({"uri": ["https://x.com/evil/status/1"], "payload": [b"x" * 10]}), sink)
+    files["wrong schema"] = (sink.getvalue(), ["https://x.com/evil/status/1"])
+
+    data, uris = _valid(7, seed=901)
+    length = int.from_bytes(data[-8:-4], "little")
+    footer = data[-8 - length : -8]
+    huge = _varint(2 * 2**40)  # zigzag(2**40): every i64 field whose value was 7 (num_rows, num_values) claims 2**40
+    files["footer claims 2**40 rows"] = (_with_footer(data, footer.replace(b"\x16\x0e", b"\x16" + huge)), uris)
+
+    data, uris = _valid(1500, seed=902, row_group_size=1)  # 1,500 one-row groups, ~1.5 MB of footer
+    files["thousands of one-row groups"] = (data, uris)
+
+    data, uris = _valid(300, seed=903)
+    files["truncated"] = (data[: len(data) // 2], uris)
+    files["footer length beyond the file"] = (data[:-8] + (2**31).to_bytes(4, "little") + b"PAR1", uris)
+    files["random bytes"] = (os.urandom(50_000), ["https://x.com/evil/status/2"])
+    return files
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalSubnet, set[str], dict[str, str], int]]:
+    """A miner with honest data in both backends plus the hostile files; (world, honest URIs, key -> case, bytes)."""
+    root = tmp_path_factory.mktemp("hostile")
+    with LocalSubnet(root / "subnet", miners=1) as world:
+        world.publish(world.config(100))
+        miner = world.miners[0]
+        db, honest = miner_db(root / "miner.sqlite", HONEST_ROWS, seed=77, days=1)
+        storage = MinerStorage(world.node(miner), db)
+        try:
+            round_ = storage.upload_data()
+        finally:
+            storage.close()
+        assert all(backend.status == "ok" for backend in round_.result.backends)
+        cases: dict[str, str] = {}
+        claimed: set[str] = set()
+        operations = []
+        total = 0
+        for case, (content, uris) in hostile_files().items():
+            digest = hashlib.sha256(content).hexdigest()
+            key = f"hotkey={miner.hotkey}/source=x/date={DAY}/{digest[:32]}.parquet"
+            assert world.seaweed is not None
+            world.seaweed.admin.put_object(Bucket=world.bucket_name, Key=key, Body=content, Metadata={"sha256": digest})
+            operations.append(CommitOperationAdd(key, content))
+            cases[key] = case
+            claimed.update(uris)
+            total += len(content)
+        assert world.hub is not None
+        HfApi(endpoint=world.hub.url, token=world.hf_tokens[miner.hotkey]).create_commit(
+            repo_id_for(world.hf_namespace, HF_PREFIX, miner.hotkey), operations, commit_message="hostile",
+            repo_type="dataset")
+        world.hostile_claimed = claimed  # type: ignore[attr-defined]
+        yield world, honest, cases, total
+
+
+@pytest.mark.parametrize("backend", ["s3", "huggingface"])
+def test_hostile_files_are_integrity_problems_and_honest_files_still_validate(planted, backend: str) -> None:
+    world, honest, cases, hostile_bytes = planted
+    miner, validator = world.miners[0], world.validator
+    other = "s3" if backend == "huggingface" else "huggingface"
+    checker = ValidatorStorage(world.node(validator, overrides=overrides(
+        world, validator, **{f"{'s3' if other == 's3' else 'hf'}_percent": 0})))
+    asked = sorted(honest)[::40] + sorted(world.hostile_claimed)
+    report = checker.validate_miner_data(miner.hotkey, asked)
+    (outcome,) = report.outcomes
+    assert outcome.backend == backend and outcome.ok, outcome.error
+    result = outcome.result
+    problems = {problem.key: problem.problem for problem in result.problems}
+    unreported = {case for key, case in cases.items() if key not in problems}
+    # "thousands of one-row groups" is well-formed and claims real rows; it may be read, but only within bounds.
+    assert unreported <= {"thousands of one-row groups"}, f"{backend} accepted: {unreported}"
+    for key, problem in problems.items():
+        assert problem and key in cases, (key, problem)
+    assert {uri for uri in asked if uri in honest} <= result.found
+    assert not (result.found - honest - set(hostile_files()["thousands of one-row groups"][1]))
+    assert all(report.verdicts[uri] == "valid" for uri in asked if uri in honest)
+    # Bounded work: never more than every stored byte once (honest chunks are small) plus the hostile files.
+    honest_bytes = sum(world.seaweed.admin.head_object(Bucket=world.bucket_name, Key=key)["ContentLength"]
+                       for key in world.seaweed.list_keys(world.bucket_name, f"hotkey={miner.hotkey}/")
+                       if key not in cases)
+    assert result.bytes_read <= honest_bytes + hostile_bytes, (result.bytes_read, honest_bytes, hostile_bytes)
+
+
+def test_the_hostile_row_count_is_what_makes_a_reader_allocate(tmp_path: Path) -> None:
+    """The crafted footer really claims 2**40 rows (so the checkers' cap, not luck, keeps them safe)."""
+    content, _ = hostile_files()["footer claims 2**40 rows"]
+    metadata = pq.read_metadata(pa.BufferReader(content))
+    assert metadata.num_row_groups >= 1 and metadata.row_group(0).num_rows == 2**40
