@@ -194,3 +194,34 @@ def test_checker_answers_unknown_not_invalid_when_its_backend_is_down(world: Loc
     assert set(report.backends) == {"s3", "huggingface"}
     assert all(not outcome.ok for outcome in report.outcomes)
     assert set(report.verdicts.values()) == {"unknown"}, report.verdicts
+
+
+def test_checker_reads_through_connections_dropped_mid_body(world: LocalSubnet, tmp_path: Path) -> None:
+    """Range reads cut off mid-body are retried: the answer is the same as without faults, with no problem
+    blamed on the miner; a store that always cuts reads off gives "unknown", never "invalid"."""
+    miner = world.miners[3]
+    db, expected = miner_db(tmp_path / "miner.sqlite", 500, seed=41, days=1)
+    if not world.stored_uris("s3", miner.hotkey):
+        storage = MinerStorage(world.node(miner), db)
+        try:
+            assert storage.upload_data().result.backend("s3").status == "ok"
+        finally:
+            storage.close()
+    asked = sorted(expected)[:20] + ["https://x.com/nobody/status/1"]
+    validator = world.validator
+    assert validator is not None and world.seaweed is not None
+    with proxied(world.seaweed.endpoint_url) as s3_proxy, grants_presigning_for(world, s3_proxy.url) as grants:
+        checker = ValidatorStorage(world.node(validator, overrides=overrides(
+            world, validator, s3={"grant_url": grants.url, "max_attempts": 4}, hf_percent=0)))
+        s3_proxy.fail_next(3, "drop", drop_after=300)  # listing and footer reads cut after 300 bytes
+        report = checker.validate_miner_data(miner.hotkey, asked)
+        assert s3_proxy.connections > 3
+        (outcome,) = report.outcomes
+        assert outcome.ok and outcome.result.problems == (), outcome
+        assert [report.verdicts[uri] for uri in asked] == ["valid"] * 20 + ["invalid"]
+
+        s3_proxy.set_mode("drop", drop_after=300)
+        report = checker.validate_miner_data(miner.hotkey, asked)
+        (outcome,) = report.outcomes
+        assert outcome.status == "failed"
+        assert set(report.verdicts.values()) == {"unknown"}, report.verdicts
