@@ -86,6 +86,7 @@ def scan_file(handle: Any, size: int, progress: _Progress) -> str | None:
     try:
         parquet = pq.ParquetFile(handle, metadata=read_footer(handle, size), pre_buffer=False)
     except (pa.ArrowInvalid, OSError, ValueError) as error:
+        _raise_if_transport(error)
         return f"not a readable parquet file: {error}"
     problem = schema_problem(parquet.schema_arrow)
     if problem:
@@ -94,20 +95,34 @@ def scan_file(handle: Any, size: int, progress: _Progress) -> str | None:
     problem = row_count_problem(parquet.metadata, column, size)
     if problem:
         return problem
-    for index in range(parquet.metadata.num_row_groups):
-        remaining = progress.remaining()
-        if not remaining:
-            break
-        if not _sought_in(parquet.metadata.row_group(index).column(column).statistics, remaining):
-            continue
-        try:
+    try:
+        for index in range(parquet.metadata.num_row_groups):
+            remaining = progress.remaining()
+            if not remaining:
+                break
+            if not _sought_in(parquet.metadata.row_group(index).column(column).statistics, remaining):
+                continue
             uris = parquet.read_row_group(index, columns=["uri"], use_threads=False).column("uri")
-        except (pa.ArrowInvalid, pa.ArrowMemoryError, pa.ArrowNotImplementedError) as error:
-            # A lying footer once escaped here as an exception and voided the whole validation ("unknown"
-            # for every URI), which let a hostile miner dodge "invalid" verdicts. It is this file's problem.
-            return f"not a readable parquet file: {error}"
-        progress.add(remaining.intersection(uris.to_pylist()))
+            progress.add(remaining.intersection(uris.to_pylist()))
+    except (pa.ArrowException, OSError, ValueError) as error:
+        # A lying footer, a corrupt page header (pyarrow raises a plain OSError) or statistics that are not
+        # UTF-8 once escaped from here and voided the whole validation ("unknown" for every URI), which let
+        # a hostile miner dodge "invalid" verdicts. It is this file's problem; a failure to reach the Hub
+        # still fails the validation.
+        _raise_if_transport(error)
+        return f"not a readable parquet file: {error}"
     return None
+
+
+def _raise_if_transport(error: Exception) -> None:
+    """Re-raise errors of the Hub connection (HfHubHTTPError, ConnectionError, TimeoutError: OSError
+    subclasses) so they fail the validation ("could not validate") instead of blaming the miner's file.
+
+    pyarrow reports corrupt data as a plain OSError; errors raised by the Python file object pass through
+    pyarrow unchanged, with their own subclass.
+    """
+    if isinstance(error, OSError) and type(error) is not OSError:
+        raise error
 
 
 def row_count_problem(metadata: pq.FileMetaData, uri_column: int, size: int) -> str | None:
