@@ -12,12 +12,15 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import random
 from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from huggingface_hub import CommitOperationAdd, HfApi
 from reliability_helpers import miner_db, overrides
 
@@ -26,6 +29,7 @@ from storage_core.miner import MinerStorage
 from storage_core.schema import schema_for
 from storage_core.testing.data import make_table
 from storage_core.validator import ValidatorStorage
+from storage_core_huggingface.checker import _Progress, scan_file
 from storage_core_huggingface.identity import repo_id_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -83,7 +87,7 @@ def hostile_files() -> dict[str, tuple[bytes, list[str]]]:
 def planted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalSubnet, set[str], dict[str, str], int]]:
     """A miner with honest data in both backends plus the hostile files; (world, honest URIs, key -> case, bytes)."""
     root = tmp_path_factory.mktemp("hostile")
-    with LocalSubnet(root / "subnet", miners=1) as world:
+    with LocalSubnet(root / "subnet", miners=2) as world:
         world.publish(world.config(100))
         miner = world.miners[0]
         db, honest = miner_db(root / "miner.sqlite", HONEST_ROWS, seed=77, days=1)
@@ -111,7 +115,67 @@ def planted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalSub
             repo_id_for(world.hf_namespace, HF_PREFIX, miner.hotkey), operations, commit_message="hostile",
             repo_type="dataset")
         world.hostile_claimed = claimed  # type: ignore[attr-defined]
+        world.mutated = _plant_mutations(world, world.miners[1])  # type: ignore[attr-defined]
         yield world, honest, cases, total
+
+
+MUTATIONS = 24
+
+
+def _mutations(count: int, seed: int) -> list[bytes]:
+    """``count`` distinct corruptions of one valid chunk (byte changes, mostly in the footer; some cut)."""
+    rng = random.Random(seed)
+    out: list[bytes] = []
+    footer_start = len(_BASE) - 8 - int.from_bytes(_BASE[-8:-4], "little")
+    while len(out) < count:
+        content = bytearray(_BASE)
+        for _ in range(rng.randint(1, 6)):
+            content[rng.randrange(rng.choice([0, footer_start, footer_start]), len(content))] = rng.randrange(256)
+        if rng.random() < 0.15:
+            content = content[: rng.randrange(len(content))]
+        if bytes(content) != _BASE and bytes(content) not in out:
+            out.append(bytes(content))
+    return out
+
+
+def _plant_mutations(world: LocalSubnet, miner) -> set[str]:
+    """Corrupted copies of one chunk, each under its own valid content-addressed name, in S3 and HF (after
+    one honest round, which creates the miner's repo and its signed manifest)."""
+    db, _ = miner_db(world.root / "mutant.sqlite", 50, seed=78, days=1)
+    storage = MinerStorage(world.node(miner), db)
+    try:
+        assert all(backend.status == "ok" for backend in storage.upload_data().result.backends)
+    finally:
+        storage.close()
+    keys, operations = set(), []
+    for content in _mutations(MUTATIONS, seed=905):
+        digest = hashlib.sha256(content).hexdigest()
+        key = f"hotkey={miner.hotkey}/source=x/date={DAY}/{digest[:32]}.parquet"
+        world.seaweed.admin.put_object(Bucket=world.bucket_name, Key=key, Body=content, Metadata={"sha256": digest})
+        operations.append(CommitOperationAdd(key, content))
+        keys.add(key)
+    HfApi(endpoint=world.hub.url, token=world.hf_tokens[miner.hotkey]).create_commit(
+        repo_id_for(world.hf_namespace, HF_PREFIX, miner.hotkey), operations, commit_message="mutated",
+        repo_type="dataset")
+    return keys
+
+
+@pytest.mark.parametrize("backend", ["s3", "huggingface"])
+def test_corrupted_copies_never_void_a_validation(planted, backend: str) -> None:
+    """Every corrupted file is a problem or (if still readable) counts only URIs it really holds; the
+    validation itself always concludes (never "unknown" because of the miner's bytes)."""
+    world = planted[0]
+    validator, miner = world.validator, world.miners[1]
+    checker = ValidatorStorage(world.node(validator, overrides=overrides(
+        world, validator, **{("hf_percent" if backend == "s3" else "s3_percent"): 0})))
+    report = checker.validate_miner_data(miner.hotkey, _BASE_URIS)
+    (outcome,) = report.outcomes
+    assert outcome.backend == backend and outcome.ok, outcome.error
+    assert {problem.key for problem in outcome.result.problems} <= world.mutated
+    assert outcome.result.problems, "no corruption was noticed at all"
+    assert outcome.result.found <= set(_BASE_URIS)
+    assert set(report.verdicts.values()) <= {"valid", "invalid"}
+    assert outcome.result.bytes_read <= 2 * MUTATIONS * len(_BASE)
 
 
 @pytest.mark.parametrize("backend", ["s3", "huggingface"])
@@ -147,3 +211,29 @@ def test_the_hostile_row_count_is_what_makes_a_reader_allocate(tmp_path: Path) -
     content, _ = hostile_files()["footer claims 2**40 rows"]
     metadata = pq.read_metadata(pa.BufferReader(content))
     assert metadata.num_row_groups >= 1 and metadata.row_group(0).num_rows == 2**40
+
+
+_BASE, _BASE_URIS = _valid(60, seed=904, row_group_size=20)
+
+
+@st.composite
+def mutated_chunks(draw) -> bytes:
+    """A valid chunk with a few bytes changed (mostly in the footer, where lengths and counts live), maybe cut."""
+    content = bytearray(_BASE)
+    footer_start = len(content) - 8 - int.from_bytes(content[-8:-4], "little")
+    for _ in range(draw(st.integers(1, 6))):
+        low = draw(st.sampled_from([0, footer_start, footer_start]))
+        position = draw(st.integers(low, len(content) - 1))
+        content[position] = draw(st.integers(0, 255))
+    if draw(st.integers(0, 5)) == 0:
+        content = content[: draw(st.integers(0, len(content)))]
+    return bytes(content)
+
+
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated_chunks())
+def test_mutated_chunks_never_crash_the_hf_file_scan(content: bytes) -> None:
+    progress = _Progress(set(_BASE_URIS))
+    problem = scan_file(io.BytesIO(content), len(content), progress)
+    assert problem is None or (isinstance(problem, str) and problem)
+    assert progress.found <= set(_BASE_URIS)
