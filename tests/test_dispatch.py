@@ -180,3 +180,30 @@ def test_combine_with_one_backend_down() -> None:
     assert combine("any", ("a", "b"), (ok, down), ("x", "y")) == {"x": VALID, "y": UNKNOWN}
     assert combine("all", ("a", "b"), (ok, down), ("x", "y")) == {"x": UNKNOWN, "y": INVALID}
     assert combine("primary", ("b", "a"), (ok, down), ("x",)) == {"x": UNKNOWN}
+
+
+def test_validators_find_data_a_fallback_holds(batch) -> None:
+    """S3 selected (100%), HF enabled at 0% as fallback: rows that fell back to HF still validate under 'any'."""
+    s3, hf = MemoryBackend("s3", "raise"), MemoryBackend("hf")
+    dispatcher = make_dispatcher([s3, hf], doc(("s3", True, 100), ("hf", True, 0), order=("s3", "hf")))
+    outcomes = {o.backend: o for o in dispatcher.upload(batch)}
+    assert outcomes["hf"].fallback_for == "s3"
+    s3.mode = "ok"  # S3 is back but never got this batch
+    uris = uris_of(batch)[:4]
+    report = dispatcher.validate(batch.miner_hotkey, uris + ["https://x.com/fake/status/9"])
+    assert report.backends == ("s3",)
+    assert [uri for uri, verdict in report.verdicts.items() if verdict == VALID] == uris
+    assert report.verdicts["https://x.com/fake/status/9"] == INVALID
+    assert [o.backend for o in report.outcomes] == ["s3", "hf"]
+
+
+def test_fallback_lookup_never_downgrades_and_is_skipped_when_all_found(batch) -> None:
+    s3, hf = MemoryBackend("s3"), MemoryBackend("hf", "raise")
+    dispatcher = make_dispatcher([s3, hf], doc(("s3", True, 100), ("hf", True, 0), order=("s3", "hf")))
+    dispatcher.upload(batch)
+    found = dispatcher.validate(batch.miner_hotkey, uris_of(batch)[:3])
+    assert set(found.verdicts.values()) == {VALID} and [o.backend for o in found.outcomes] == ["s3"]
+    fake = dispatcher.validate(batch.miner_hotkey, ["https://x.com/fake/status/1"])
+    assert fake.verdicts == {"https://x.com/fake/status/1": INVALID}  # HF down does not make it "unknown"
+    strict = make_dispatcher([s3, hf], doc(("s3", True, 100), ("hf", True, 0), policy="all", order=("s3", "hf")))
+    assert [o.backend for o in strict.validate(batch.miner_hotkey, ["x"]).outcomes] == ["s3"]

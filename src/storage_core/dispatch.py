@@ -210,15 +210,20 @@ class Dispatcher:
             if s.selected and "validate" in self.registry.descriptor(s.backend).capabilities
         )
 
-    def validate(self, miner_hotkey: str, uris: Sequence[str]) -> ValidationReport:
-        """Ask every backend the miner is eligible for, then combine by the config's policy. Never raises."""
-        backends = self.validation_backends(miner_hotkey)
-        asked = tuple(dict.fromkeys(uris))
+    def validation_fallbacks(self, asked: Sequence[str]) -> tuple[str, ...]:
+        """Enabled backends in the fallback order, not yet asked, that can validate: where a miner's upload
+        may have gone when one of its own backends failed."""
+        return tuple(
+            b for b in self.config.fallback_order
+            if b not in asked and self.config.backends[b].enabled and self.registry.available(b)
+            and "validate" in self.registry.descriptor(b).capabilities
+        )
 
+    def _validate_on(self, backends: Sequence[str], miner_hotkey: str, uris: tuple[str, ...]) -> tuple[ValidationOutcome, ...]:
         def job_for(backend: str) -> Callable[[], ValidationResult]:
             def job() -> ValidationResult:
                 result = self.registry.call(
-                    backend, "storage_validate", context=self.context_for(backend), miner_hotkey=miner_hotkey, uris=asked
+                    backend, "storage_validate", context=self.context_for(backend), miner_hotkey=miner_hotkey, uris=uris
                 )
                 if not isinstance(result, ValidationResult):
                     raise TypeError(f"storage_validate returned {type(result).__name__}, not ValidationResult")
@@ -227,10 +232,26 @@ class Dispatcher:
             return job
 
         results = _run_isolated({b: job_for(b) for b in backends}, self.timeout_s)
-        outcomes = tuple(
-            ValidationOutcome(b, results[b][0], results[b][1], results[b][2], results[b][3]) for b in backends
-        )
+        return tuple(ValidationOutcome(b, results[b][0], results[b][1], results[b][2], results[b][3]) for b in backends)
+
+    def validate(self, miner_hotkey: str, uris: Sequence[str]) -> ValidationReport:
+        """Ask every backend the miner is eligible for, then combine by the config's policy. Never raises.
+
+        Under policy ``any``, URIs not found there get a second look on the enabled fallback backends (a miner
+        whose upload fell back holds them there); a fallback can only turn a URI valid, never invalid or unknown.
+        """
+        backends = self.validation_backends(miner_hotkey)
+        asked = tuple(dict.fromkeys(uris))
+        outcomes = self._validate_on(backends, miner_hotkey, asked)
         verdicts = combine(self.config.validation_policy, backends, outcomes, asked)
+        if self.config.validation_policy == "any":
+            unresolved = tuple(uri for uri in asked if verdicts[uri] != VALID)
+            fallbacks = self.validation_fallbacks(backends)
+            if unresolved and fallbacks:
+                second = self._validate_on(fallbacks, miner_hotkey, unresolved)
+                found = {uri for o in second if o.ok and o.result is not None for uri in o.result.found}
+                verdicts.update({uri: VALID for uri in unresolved if uri in found})
+                outcomes += second
         return ValidationReport(miner_hotkey, self.config.validation_policy, backends, verdicts, outcomes)
 
 
