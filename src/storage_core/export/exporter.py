@@ -95,7 +95,8 @@ def plan_export(database: MinerDatabase, since: Watermark | None, options: Expor
     upper = database.last_in_bucket(chosen)
     if upper is None or (since is not None and upper < since.text):
         return ExportPlan(since, None, None, 0, True, "none")
-    total = database.total_rows()
+    # Without a watermark the counts cover the whole table: no second pass over the index to count it.
+    total = sum(rows for _bucket, rows in counts) if since is None else database.total_rows()
     method = "scan" if expected > options.scan_fraction * total else "index"
     return ExportPlan(since, upper, chosen, expected, chosen == counts[-1][0], method)
 
