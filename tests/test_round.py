@@ -143,10 +143,13 @@ def test_a_backend_down_for_a_round_catches_up_without_re_export(miner_db, spool
     assert spool.used_bytes() == 0
 
 
-def test_a_fallback_acknowledgement_releases_the_chunk(miner_db, spool, tmp_path, hotkey):
+def test_a_fallback_keeps_rows_safe_and_the_primary_still_catches_up(miner_db, spool, tmp_path, hotkey):
     inner = LocalPublisher(tmp_path / "backends")
+    primary_up = False
 
     def with_fallback(batch, backends):
+        if primary_up:
+            return inner(batch, backends)
         outcomes = [UploadOutcome("s3", "failed", error="s3 unreachable")]
         context = BackendContext(backend_id="local", options={"root": str(tmp_path / "backends" / "hf")})
         outcomes.append(UploadOutcome("hf", "ok", receipt=local.storage_upload(context, batch), fallback_for="s3"))
@@ -155,8 +158,15 @@ def test_a_fallback_acknowledgement_releases_the_chunk(miner_db, spool, tmp_path
     result = run_upload_round(miner_db.path, spool, ["s3"], with_fallback, miner_hotkey=hotkey)
     assert result.backend("s3").status == "failed"
     assert result.backend("hf").stood_in_for == ("s3",) and result.backend("hf").files == result.chunks_exported
-    assert spool.used_bytes() == 0  # the fallback holds it: the chunk may leave the spool
     _assert_once(inner, "hf", _expected(miner_db))
+    # Validators look for the rows on s3 (hf may be at 0 %): s3 still owes them, the spool keeps them.
+    assert result.backend("s3").still_owed_files == result.chunks_exported
+    assert spool.used_bytes() == result.bytes_exported
+    primary_up = True
+    again = run_upload_round(miner_db.path, spool, ["s3"], with_fallback, miner_hotkey=hotkey)
+    assert again.rows_exported == 0 and again.backend("s3").status == "ok"
+    assert again.backend("s3").files == result.chunks_exported and spool.used_bytes() == 0
+    _assert_once(inner, "s3", _expected(miner_db))
 
 
 def test_a_receipt_missing_a_chunk_leaves_that_chunk_owed(miner_db, spool, hotkey):

@@ -50,7 +50,7 @@ class BackendRoundResult:
     bytes: int = 0
     still_owed_files: int = 0  # chunks this backend has not acknowledged after the round
     error: str | None = None
-    stood_in_for: tuple[str, ...] = ()  # backends this one replaced as a fallback
+    stood_in_for: tuple[str, ...] = ()  # backends this one replaced as a fallback (they stay owed)
 
     def as_row(self) -> dict[str, object]:
         return attrs.asdict(self)
@@ -238,13 +238,18 @@ def _publish(
         tally = tallies.setdefault(outcome.backend, _Tally(outcome.backend))
         if outcome.ok:
             covered = _acknowledged(outcome, files)
-            spool.acknowledge([staged.sha256 for staged in covered], target, via=outcome.backend)
             tally.files += len(covered)
             tally.bytes += sum(staged.size_bytes for staged in covered)
-            if outcome.fallback_for:
-                tally.stood_in_for.add(outcome.fallback_for)
             if tally.status == "idle":
                 tally.status = "ok"
+            if outcome.fallback_for:
+                # The rows are safe on the fallback, but validators look for them on the primary (the
+                # fallback may be at 0 % rollout): the primary stays owed and catches up next round.
+                tally.stood_in_for.add(outcome.fallback_for)
+                log.info("round %s: %s stood in for %s; %d chunks stay owed to %s", round_id, outcome.backend,
+                         outcome.fallback_for, len(covered), outcome.fallback_for)
+                continue
+            spool.acknowledge([staged.sha256 for staged in covered], target, via=outcome.backend)
         else:
             tally.status = outcome.status
             tally.error = outcome.error
