@@ -104,3 +104,17 @@ def test_errors_name_the_problem(world: LocalSubnet, miner_db: Path, tmp_path: P
     assert code == 2 and "not an ss58 hotkey" in output
     code, output = invoke(world, "validator", "validate", "--miner", world.miners[0].hotkey, state=tmp_path)
     assert code == 2 and "exactly one of --uris FILE or --sample N" in output
+
+
+def test_usage_survey_lists_every_miner(world: LocalSubnet, miner_db: Path, tmp_path: Path) -> None:
+    """storage_usage on S3 and HF through the usage command: miner0 uploaded, miner1 did not."""
+    invoke(world, "miner0", "upload", "--db", str(miner_db), "--json", state=tmp_path / "miner")
+    code, output = invoke(world, "validator", "usage", "--json", state=tmp_path / "validator")
+    assert code == 0, output
+    survey = json.loads(output)
+    assert survey["miners"] == 2
+    shares = {b["backend"]: (b["miners_holding"], b["miners_expected"]) for b in survey["backends"]}
+    assert shares == {"s3": (1, 2), "huggingface": (1, 2)}
+    held = survey["holders"][world.miners[0].hotkey]
+    assert held["s3"]["objects"] > 0 and held["s3"]["bytes"] == held["huggingface"]["bytes"]
+    assert survey["holders"][world.miners[1].hotkey]["s3"] == {"objects": 0, "bytes": 0}

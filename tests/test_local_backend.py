@@ -65,3 +65,14 @@ def test_validation_reads_only_part_of_each_file(tmp_path: Path, miner_keys, val
 def test_health(tmp_path: Path) -> None:
     assert local.storage_health(BackendContext(backend_id="local", options={"root": str(tmp_path / "r")})).ok
     assert not local.storage_health(BackendContext(backend_id="local")).ok
+
+
+def test_usage_counts_only_this_miners_files(tmp_path: Path, miner_keys, validator_key) -> None:
+    target = _target(tmp_path / "store", miner_keys, validator_key)
+    harness = BackendHarness(target)
+    batch = make_batch(tmp_path / "staging", miner_keys[0].ss58_address, rows=100, chunks=3)
+    harness.upload(miner_keys[0], batch)
+    context = target.context_for(validator_key)
+    mine = local.storage_usage(context, miner_keys[0].ss58_address)
+    assert (mine.objects, mine.bytes) == (3, batch.total_bytes)
+    assert local.storage_usage(context, miner_keys[1].ss58_address).objects == 0

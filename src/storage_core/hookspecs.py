@@ -17,6 +17,7 @@ from storage_core.values import (
     BackendContext,
     BackendDescriptor,
     HealthStatus,
+    StoredUsage,
     UploadBatch,
     UploadReceipt,
     ValidationResult,
@@ -57,6 +58,11 @@ def storage_validate(context: BackendContext, miner_hotkey: str, uris: tuple[str
 @hookspec
 def storage_health(context: BackendContext) -> HealthStatus:
     """Optionally check that the backend is reachable with ``context``'s options."""
+
+
+@hookspec
+def storage_usage(context: BackendContext, miner_hotkey: str) -> StoredUsage:
+    """Optionally report how many objects and bytes the backend holds for ``miner_hotkey``, by listing only."""
 
 
 @hookspec

@@ -16,7 +16,7 @@ import attrs
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from storage_core.dispatch import ValidationReport
-from storage_core.values import UploadOutcome
+from storage_core.values import StoredUsage, UploadOutcome
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,8 @@ class StorageMetrics:
                                         ["backend"], registry=self.registry)
         self.miners = Gauge("storage_core_miners", "Miners whose data a backend holds", ["backend"],
                             registry=self.registry)
+        self.stored_bytes = Gauge("storage_core_stored_bytes", "Bytes the surveyed miners hold per backend",
+                                  ["backend"], registry=self.registry)
         self.miners_expected = Gauge("storage_core_miners_expected", "Miners the rollout puts on a backend",
                                      ["backend"], registry=self.registry)
 
@@ -107,6 +109,31 @@ class UsageMonitor:
         self._holders[report.miner_hotkey] = {
             o.backend for o in report.outcomes if o.ok and o.result is not None and o.result.found
         }
+
+    def survey(self, dispatcher: Any, hotkeys: Sequence[str]) -> dict[str, dict[str, StoredUsage]]:
+        """Ask every enabled backend that lists usage how much it holds for each hotkey (no reads of content).
+
+        A backend holds a miner's data when it lists at least one object for it; a backend that fails is
+        logged and counted for nobody. Returns hotkey -> backend -> StoredUsage.
+        """
+        registry, config = dispatcher.registry, dispatcher.config
+        backends = [b for b in config.enabled_backends() if registry.implements(b, "storage_usage")]
+        found: dict[str, dict[str, StoredUsage]] = {}
+        for hotkey in hotkeys:
+            found[hotkey] = {}
+            for backend in backends:
+                try:
+                    usage = registry.call(backend, "storage_usage", context=dispatcher.context_for(backend),
+                                          miner_hotkey=hotkey)
+                except Exception as error:  # one backend or miner must not stop the survey
+                    log.warning("usage of %s on %s unknown: %s", hotkey, backend, error)
+                    continue
+                found[hotkey][backend] = usage
+            self._holders[hotkey] = {b for b, usage in found[hotkey].items() if usage.objects}
+            self._expected[hotkey] = set(dispatcher.validation_backends(hotkey))
+        for backend in backends:
+            self.metrics.stored_bytes.labels(backend).set(sum(u[backend].bytes for u in found.values() if backend in u))
+        return found
 
     def summary(self, hotkeys: Sequence[str] | None = None) -> UsageSummary:
         miners = list(hotkeys) if hotkeys is not None else sorted(self._holders)

@@ -182,6 +182,16 @@ class ValidationResult:
 
 
 @attrs.frozen
+class StoredUsage:
+    """How much a backend holds for one miner (usage telemetry): found by listing, never by reading."""
+
+    backend: str
+    miner_hotkey: str
+    objects: int = 0
+    bytes: int = 0
+
+
+@attrs.frozen
 class HealthStatus:
     """Whether a backend is reachable with the configured options."""
 

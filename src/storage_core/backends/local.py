@@ -29,6 +29,7 @@ from storage_core.values import (
     IntegrityProblem,
     OptionSpec,
     StoredObject,
+    StoredUsage,
     UploadBatch,
     UploadReceipt,
     ValidationResult,
@@ -152,3 +153,11 @@ def storage_health(context: BackendContext) -> HealthStatus:
         return HealthStatus(backend=BACKEND_ID, ok=False, detail=str(error))
     writable = os.access(root, os.W_OK)
     return HealthStatus(backend=BACKEND_ID, ok=writable, detail=str(root) if writable else f"{root} is not writable")
+
+
+@hookimpl
+def storage_usage(context: BackendContext, miner_hotkey: str) -> StoredUsage:
+    """Count the miner's parquet files and their bytes."""
+    files = list((_root(context) / miner_prefix(miner_hotkey)).rglob("*.parquet"))
+    return StoredUsage(backend=BACKEND_ID, miner_hotkey=miner_hotkey, objects=len(files),
+                       bytes=sum(f.stat().st_size for f in files))

@@ -27,10 +27,11 @@ def _builtin_commands() -> list[click.Command]:
     from storage_core.cli.plugins_cmd import plugins_command
     from storage_core.cli.status_cmd import status_command
     from storage_core.cli.upload_cmd import upload_command
+    from storage_core.cli.usage_cmd import usage_command
     from storage_core.cli.validate_cmd import validate_command
 
     commands: list[click.Command] = [
-        plugins_command, config_group, export_command, upload_command, validate_command, status_command,
+        plugins_command, config_group, export_command, upload_command, validate_command, status_command, usage_command,
     ]
     return commands
 

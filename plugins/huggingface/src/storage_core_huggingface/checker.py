@@ -248,3 +248,20 @@ def _cat(fs: Any, path: str, revision: str, entries: dict[str, Any]) -> bytes | 
     if relative not in entries or entries[relative].size > 64 * 1024:
         return None
     return fs.cat_file(path, revision=revision)
+
+
+def usage(context: BackendContext, miner_hotkey: str) -> tuple[int, int]:
+    """(parquet files, bytes) in the miner's repo, from one tree listing; (0, 0) when it has no repo."""
+    options = HfOptions.from_mapping(context.options)
+    api = hf_api(options)
+    repo_id = repo_id_for(options.namespace, options.repo_prefix, miner_hotkey)
+    try:
+        revision: str = backoff_for(options).call(
+            f"read {repo_id}", lambda: api.repo_info(repo_id, repo_type="dataset").sha or "main")
+        entries = _list(api, repo_id, revision)
+    except RepositoryNotFoundError:
+        return 0, 0
+    except (HfHubHTTPError, OSError) as error:
+        raise backend_error("listing", repo_id, error) from error
+    files = [entry for path, entry in entries.items() if path.endswith(".parquet")]
+    return len(files), sum(entry.size for entry in files)

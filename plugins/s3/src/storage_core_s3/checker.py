@@ -181,6 +181,35 @@ class Checker:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    def usage(self, miner_hotkey: str) -> tuple[int, int]:
+        """(objects, bytes) under the miner's prefix, from listing pages only (fresh read grant per page)."""
+        try:
+            check_hotkey(miner_hotkey)
+        except ValueError as error:
+            raise TransferError(f"cannot list: {error}", retryable=False) from None
+        grants = GrantClient(self.options, self.signer, self.http, Counters(), self.backoff)
+        prefix = miner_prefix(miner_hotkey)
+        objects = size = 0
+        token: str | None = None
+        while True:
+            answer = grants.call(protocol.PATH_READ, {"miner_hotkey": miner_hotkey, "list": True,
+                                                      "continuation_token": token, "max_keys": self.options.page_size,
+                                                      "keys": []})
+
+            def fetch(url: str = answer["list_url"]) -> ListPage:
+                response = self.http.get(url)
+                if response.status_code != 200:
+                    raise s3_error(response, f"listing of {prefix}")
+                return parse_list_page(response.content)
+
+            page = self.backoff.run(f"listing of {prefix}", fetch)
+            mine = [item for item in page.objects if item.key.startswith(prefix) and item.key.endswith(".parquet")]
+            objects += len(mine)
+            size += sum(item.size for item in mine)
+            token = page.next_token
+            if token is None:
+                return objects, size
+
     def validate(self, miner_hotkey: str, uris: tuple[str, ...] | list[str]) -> ValidationResult:
         try:
             check_hotkey(miner_hotkey)

@@ -11,7 +11,7 @@ from typing import Any
 
 from storage_core import PLUGIN_API_VERSION, BackendDescriptor, hookimpl
 from storage_core.chunks import verify_batch
-from storage_core.values import BackendContext, HealthStatus, UploadBatch, UploadReceipt, ValidationResult
+from storage_core.values import BackendContext, HealthStatus, StoredUsage, UploadBatch, UploadReceipt, ValidationResult
 from storage_core_s3.options import OPTION_SPECS, S3Options
 
 BACKEND_ID = "s3"
@@ -52,6 +52,16 @@ def storage_validate(context: BackendContext, miner_hotkey: str, uris: tuple[str
     options = S3Options.from_context(context)
     with Checker(options, context.signer) as checker:
         return checker.validate(miner_hotkey, tuple(uris))
+
+
+@hookimpl
+def storage_usage(context: BackendContext, miner_hotkey: str) -> StoredUsage:
+    """Count the miner's objects and bytes from listing pages (read grants signed by the validator)."""
+    from storage_core_s3.checker import Checker
+
+    with Checker(S3Options.from_context(context), context.signer) as checker:
+        objects, size = checker.usage(miner_hotkey)
+    return StoredUsage(backend=BACKEND_ID, miner_hotkey=miner_hotkey, objects=objects, bytes=size)
 
 
 @hookimpl
