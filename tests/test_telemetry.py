@@ -58,3 +58,18 @@ def test_wandb_is_optional(monkeypatch) -> None:
     assert log_to_wandb({"a": 1}) is False  # installed, no active run
     fake.run = object()
     assert log_to_wandb({"a": 1}) is True and logged == [{"a": 1}]
+
+
+def test_upload_outcomes_become_metrics() -> None:
+    from storage_core.values import StoredObject, UploadOutcome, UploadReceipt
+
+    metrics = StorageMetrics()
+    receipt = UploadReceipt(backend="s3", location="b", objects=[StoredObject("k", 100, "0" * 64),
+                                                                 StoredObject("j", 50, "1" * 64, already_present=True)])
+    metrics.record_uploads([UploadOutcome("s3", "ok", receipt, elapsed_s=1.5),
+                            UploadOutcome("huggingface", "timeout", error="slow", elapsed_s=9.0)])
+    value = metrics.registry.get_sample_value
+    assert value("storage_core_upload_bytes_total", {"backend": "s3"}) == 100  # already-present bytes not counted
+    assert value("storage_core_upload_failures_total", {"backend": "huggingface"}) == 1
+    assert value("storage_core_uploads_total", {"backend": "huggingface", "status": "timeout"}) == 1
+    assert value("storage_core_upload_seconds_count", {"backend": "s3"}) == 1

@@ -74,11 +74,13 @@ def round_json(round_: Any) -> dict[str, Any]:
 @click.option("--once", "mode", flag_value="once", default=True, help="Run one round and exit (default).")
 @click.option("--every", "every", default=None, help="Run a round every interval, e.g. 2h, until interrupted.")
 @click.option("--spool-max-bytes", type=int, default=None, help="Bound the spool's disk use (export pauses when full).")
+@click.option("--metrics-port", type=int, default=None,
+              help="Serve Prometheus metrics (uploads, bytes, failures, latency per backend) on 127.0.0.1:PORT.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (one JSON document per round).")
 def upload_command(db_path: Path, netuid: int | None, network: str | None, chain_endpoint: str | None,
                    mirror: Path | None, wallet_name: str, wallet_hotkey: str, wallet_path: str | None,
                    state_dir: Path | None, mode: str, every: str | None, spool_max_bytes: int | None,
-                   as_json: bool) -> None:
+                   metrics_port: int | None, as_json: bool) -> None:
     """Publish this miner's new rows to every backend the config selects for its hotkey."""
     from storage_core.export.spool import Spool
     from storage_core.miner import MinerStorage
@@ -89,6 +91,7 @@ def upload_command(db_path: Path, netuid: int | None, network: str | None, chain
     node = build_node(netuid, network, chain_endpoint, mirror, wallet_name, wallet_hotkey, wallet_path, state_dir)
     storage = MinerStorage(node, db_path, Spool(node.state_dir / "spool", max_bytes=spool_max_bytes))
     console = Console(stderr=True)
+    server = storage.metrics.serve(metrics_port) if metrics_port is not None else None
     failed = False
     try:
         while True:
@@ -118,5 +121,8 @@ def upload_command(db_path: Path, netuid: int | None, network: str | None, chain
         console.print("interrupted; the spool keeps what was not acknowledged")
     finally:
         storage.close()
+        if server is not None:
+            server.shutdown()
+            server.server_close()
     if failed:
         raise SystemExit(1)
