@@ -32,7 +32,7 @@ def miner_db(path: Path, rows: int, seed: int, days: int = 2, later_days: int = 
 
 def overrides(world: LocalSubnet, participant: Participant, *, s3: Mapping[str, Any] | None = None,
               hf: Mapping[str, Any] | None = None, s3_percent: float | None = None,
-              hf_percent: float | None = None) -> dict[str, Any]:
+              hf_percent: float | None = None, hf_enabled: bool | None = None) -> dict[str, Any]:
     """A local override layer for ``world.node``: replaces the whole ``backends`` key, so the participant's
     HF token (which ``world.node`` would put there) is repeated here."""
     token = world.hf_tokens.get(participant.hotkey)
@@ -42,6 +42,8 @@ def overrides(world: LocalSubnet, participant: Participant, *, s3: Mapping[str, 
         s3_entry["rollout_percent"] = s3_percent
     if hf_percent is not None:
         hf_entry["rollout_percent"] = hf_percent
+    if hf_enabled is not None:
+        hf_entry["enabled"] = hf_enabled
     return {"backends": {"s3": s3_entry, "huggingface": hf_entry}}
 
 

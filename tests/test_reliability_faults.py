@@ -129,16 +129,22 @@ def test_fallback_takes_over_when_the_primary_is_down_for_the_whole_round(world:
         assert hf.fallback_for == ("s3",) and hf.rows == len(expected)
         assert_exactly_once(world, "huggingface", miner.hotkey, expected)
         assert world.stored_uris("s3", miner.hotkey) == {}
+        # Validators (same rollout: S3 100 %, HF 0 %) find the rows on the fallback: valid, not invalid.
+        validator = world.validator
+        assert validator is not None
+        checker = ValidatorStorage(world.node(validator, overrides=overrides(world, validator, s3_percent=100,
+                                                                            hf_percent=0)))
+        asked = sorted(expected)[:25]
+        report = checker.validate_miner_data(miner.hotkey, asked)
+        assert report.backends == ("s3",)
+        assert {report.verdicts[uri] for uri in asked} == {"valid"}, report.verdicts
     finally:
         storage.close()
         grant_proxy.stop()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "export round: a fallback's ok outcome acknowledges the primary's copy (docs/export.md 'a fallback stood in "
-    "for it'), so the chunks leave the spool and S3 never catches up; with HF at 0 % validators never ask HF, "
-    "so those rows cannot be validated anywhere. Remove this marker when the round keeps them owed to S3."))
 def test_primary_catches_up_after_a_fallback_round(world: LocalSubnet, tmp_path: Path) -> None:
+    """The fallback's copy does not release the primary's: S3's chunks stay owed and go to S3 once it is back."""
     miner, storage, grant_proxy, expected = _primary_down_round(world, tmp_path, 4, seed=51)
     try:
         down = storage.upload_data()
@@ -169,7 +175,7 @@ def test_checker_answers_unknown_not_invalid_when_its_backend_is_down(world: Loc
     validator = world.validator
     assert validator is not None and world.grants is not None and world.hub is not None
 
-    honest = ValidatorStorage(world.node(validator, overrides=overrides(world, validator, hf_percent=0)))
+    honest = ValidatorStorage(world.node(validator, overrides=overrides(world, validator, hf_enabled=False)))
     report = honest.validate_miner_data(miner.hotkey, asked)
     assert report.backends == ("s3",)
     assert [report.verdicts[uri] for uri in asked] == ["valid"] * 20 + ["invalid"]
@@ -177,7 +183,7 @@ def test_checker_answers_unknown_not_invalid_when_its_backend_is_down(world: Loc
     with proxied(world.grants.url) as grant_proxy:
         grant_proxy.set_mode(fault, error_status=503)
         checker = ValidatorStorage(world.node(validator, overrides=overrides(
-            world, validator, s3={"grant_url": grant_proxy.url, "max_attempts": 2}, hf_percent=0)))
+            world, validator, s3={"grant_url": grant_proxy.url, "max_attempts": 2}, hf_enabled=False)))
         down = checker.validate_miner_data(miner.hotkey, asked)
     (outcome,) = down.outcomes
     assert outcome.backend == "s3" and outcome.status == "failed" and outcome.error
@@ -212,7 +218,7 @@ def test_checker_reads_through_connections_dropped_mid_body(world: LocalSubnet, 
     assert validator is not None and world.seaweed is not None
     with proxied(world.seaweed.endpoint_url) as s3_proxy, grants_presigning_for(world, s3_proxy.url) as grants:
         checker = ValidatorStorage(world.node(validator, overrides=overrides(
-            world, validator, s3={"grant_url": grants.url, "max_attempts": 4}, hf_percent=0)))
+            world, validator, s3={"grant_url": grants.url, "max_attempts": 4}, hf_enabled=False)))
         s3_proxy.fail_next(3, "drop", drop_after=300)  # listing and footer reads cut after 300 bytes
         report = checker.validate_miner_data(miner.hotkey, asked)
         assert s3_proxy.connections > 3
