@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 
 import attrs
 
+from storage_core.atomic import write_json_atomic
 from storage_core.export.exporter import ExportOptions
 from storage_core.export.round import RoundProgress, RoundResult, run_upload_round
 from storage_core.export.spool import Spool
@@ -132,13 +132,9 @@ class MinerStorage:
     def _save_last(self, last: dict[str, dict[str, Any]]) -> None:
         if not last:
             return
-        path = self.node.state_dir / LAST_UPLOAD_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
         previous = load_last_uploads(self.node.state_dir)
         previous.update(last)
-        temporary = path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(previous, indent=2, sort_keys=True))
-        os.replace(temporary, path)
+        write_json_atomic(self.node.state_dir / LAST_UPLOAD_FILE, previous, indent=2, sort_keys=True)
 
     def close(self) -> None:
         self.spool.close()

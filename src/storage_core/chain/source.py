@@ -10,11 +10,9 @@ thread so a node picks up the owner's changes without a restart.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import tempfile
 import threading
 import time
 import urllib.error
@@ -25,6 +23,7 @@ from typing import Any
 
 import attrs
 
+from storage_core.atomic import write_json_atomic
 from storage_core.config import (
     ConfigLayer,
     ConfigPointer,
@@ -190,18 +189,7 @@ class LastKnownGood:
             "payload": reading.payload_text(),
             "saved_at": time.time(),
         }
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.name + ".", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as handle:
-                json.dump(record, handle, sort_keys=True, indent=1)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        write_json_atomic(self.path, record, sort_keys=True, indent=1)
 
 
 def default_cache_path(netuid: int, network: str = "finney", environ: Mapping[str, str] | None = None) -> Path:

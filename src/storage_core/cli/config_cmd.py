@@ -28,6 +28,7 @@ from storage_core.config import (
     parse_config_json,
     split_commitment_fields,
 )
+from storage_core.cli.output import flatten
 from storage_core.cli.common import chain_options as _chain_options
 from storage_core.cli.common import need_netuid, open_subtensor, wallet_options
 from storage_core.errors import StorageCoreError
@@ -77,22 +78,13 @@ def _fetcher(mirror: Path | None) -> Any:
     return DocumentFetcher(mirror=mirror or os.environ.get(MIRROR_ENV) or None)
 
 
-def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(data, dict):
-        flat: dict[str, Any] = {}
-        for key, value in data.items():
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        return flat
-    return {prefix[:-1]: data}
-
-
 def _show(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
 def config_diff(old: StorageConfig, new: StorageConfig) -> list[str]:
     """Changed leaf fields as ``path: old -> new`` lines."""
-    before, after = _flatten(old.to_dict()), _flatten(new.to_dict())
+    before, after = flatten(old.to_dict()), flatten(new.to_dict())
     lines = []
     for path in sorted(set(before) | set(after)):
         if before.get(path, None) != after.get(path, None) or (path in before) != (path in after):
@@ -242,7 +234,7 @@ def get_command(
     except StorageCoreError as error:
         raise _fail(error) from error
     reading = source.last_reading
-    flat = _flatten(resolved.config.to_dict())
+    flat = flatten(resolved.config.to_dict())
     chain = {
         "status": reading.status if reading else "none",
         "owner_hotkey": reading.owner_hotkey if reading else None,

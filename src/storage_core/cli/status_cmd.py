@@ -9,17 +9,8 @@ from typing import Any
 import click
 
 from storage_core.cli.common import build_node, node_options
-from storage_core.cli.output import human_bytes, print_json, print_table
+from storage_core.cli.output import flatten, human_bytes, print_json, print_table
 from storage_core.cli.plugins_cmd import describe
-
-
-def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(data, dict):
-        flat: dict[str, Any] = {}
-        for key, value in data.items():
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        return flat
-    return {prefix[:-1]: data}
 
 
 def spool_backlog(state_dir: Path, now: float | None = None) -> dict[str, dict[str, Any]]:
@@ -63,7 +54,7 @@ def status_command(netuid: int | None, network: str | None, chain_endpoint: str 
     secret = {f"backends.{r.name}.options.{o.name}" for r in node.registry.load_all() if r.descriptor
               for o in r.descriptor.options if o.secret}
     fields = {path: ("***" if path in secret else value, resolved.source_of(path))
-              for path, value in _flatten(resolved.config.to_dict()).items()}
+              for path, value in flatten(resolved.config.to_dict()).items()}
     selections = node.selections()
     plugins = describe(node.registry.records(), resolved.config)
     backlog = spool_backlog(node.state_dir)

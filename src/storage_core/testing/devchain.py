@@ -26,9 +26,7 @@ import fcntl
 import hashlib
 import json
 import logging
-import os
 import re
-import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -36,6 +34,8 @@ from typing import Any
 from bittensor.balance import Balance
 from bittensor.result import ChainError, ExtrinsicResult
 from bittensor_core import verify
+
+from storage_core.atomic import write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -106,17 +106,7 @@ class DevChain:
         return state
 
     def _write(self, state: dict[str, Any]) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.name + ".", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as handle:
-                json.dump(state, handle, sort_keys=True)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        write_json_atomic(self.path, state, sort_keys=True)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[dict[str, Any]]:
