@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-console = Console(highlight=False, soft_wrap=True)
+def _width() -> int | None:
+    """Rich assumes 80 columns when stdout is not a terminal; tables read better in logs at 140."""
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit():
+        return int(columns)
+    return None if sys.stdout.isatty() else 140
+
+
+console = Console(highlight=False, soft_wrap=True, width=_width())
 errors = Console(stderr=True, highlight=False)
 
 
