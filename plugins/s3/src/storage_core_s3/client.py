@@ -190,7 +190,21 @@ class GrantClient:
             self.counters.add(grant_requests=1)
             return self._answer(response, what)
 
-        return self.backoff.run(what, attempt)
+        try:
+            return self.backoff.run(what, attempt)
+        except TransferError as error:
+            if error.code != "wrong_receiver" or self.options.grant_hotkey:
+                raise
+            # The service at this URL now signs for another hotkey (it was redeployed with a new identity, or
+            # a test recycled the port). The process-wide cache kept the old one for up to 10 minutes, so
+            # every request failed with 401 until then: forget it, ask /v1/info again, and retry once.
+            with _service_hotkeys_lock:
+                _service_hotkeys.pop(self.base_url, None)
+            fresh = self.service_hotkey()
+            if fresh == receiver:
+                raise
+            receiver = fresh
+            return self.backoff.run(what, attempt)
 
     @staticmethod
     def _answer(response: httpx.Response, what: str) -> dict[str, Any]:
