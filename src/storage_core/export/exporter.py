@@ -15,7 +15,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TypeVar
 
@@ -23,6 +23,7 @@ import attrs
 import pyarrow as pa
 
 from storage_core.export.decode import SkippedRow, rows_to_table, source_name
+from storage_core.export.digests import uri_digest
 from storage_core.export.encoding import FieldEncoder
 from storage_core.export.partition import Partitioner, release_free_memory
 from storage_core.export.sqlite_source import MinerDatabase, SourceRow
@@ -62,8 +63,12 @@ class ExportResult:
     skipped_count: int
     skipped: tuple[SkippedRow, ...]
     complete: bool  # False when max_rows stopped the export before the newest row
-    method: str  # "index", "scan" or "none"
+    method: str  # "index", "scan", "late" or "none"
     elapsed_s: float
+    #: Digests (``digests.uri_digest``) of every row read, per hour bucket: the ledger adds them to its records.
+    bucket_digests: Mapping[int, bytes] = attrs.field(factory=dict, eq=False, repr=False)
+    #: Late-row check only: records that replace the buckets' ones before the digests are added.
+    bucket_keep: Mapping[int, bytes] | None = attrs.field(default=None, eq=False, repr=False)
 
     @property
     def total_bytes(self) -> int:
@@ -180,51 +185,103 @@ def export(
         else:
             assert plan.last_bucket is not None  # set whenever upper is
             pages = database.iter_index_pages(since, plan.upper, plan.last_bucket, options.page_rows)
-        partitioner = Partitioner(
-            Path(directory), chunk_rows=options.chunk_rows, memory_bytes=options.memory_bytes, writers=options.writers
-        )
-        rows_read = rows_kept = skipped_count = 0
-        skipped: list[SkippedRow] = []
         at_upper: list[str] = []  # URIs read at exactly the upper datetime: they join the watermark
-        try:
-            for page in _prefetch(pages):
-                rows_read += len(page)
-                at_upper.extend(row[0] for row in page if row[1] == plan.upper)
-                for source, rows, page_skips in _by_source(page):
-                    if rows:
-                        table, failures = rows_to_table(source, rows, options.encoder)
-                        page_skips = page_skips + failures
-                        if table is not None:
-                            partitioner.add(source, table)
-                            rows_kept += table.num_rows
-                    skipped_count += len(page_skips)
-                    skipped.extend(page_skips[: max(0, options.max_reported_skips - len(skipped))])
-                if progress is not None:
-                    progress(rows_read, max(plan.expected_rows, rows_read))
-                release_free_memory()  # freed page objects otherwise linger in malloc arenas (~5 us)
-            files = partitioner.finish()
-        except BaseException:
-            partitioner.discard()
-            raise
+
+        def on_page(page: list[SourceRow], rows_read: int) -> None:
+            at_upper.extend(row[0] for row in page if row[1] == plan.upper)
+            if progress is not None:
+                progress(rows_read, max(plan.expected_rows, rows_read))
+
+        converted = convert_pages(_prefetch(pages), Path(directory), options, on_page)
     carried = since.uris if since is not None and since.text == plan.upper else ()
     watermark = Watermark(plan.upper, carried + tuple(at_upper))
-    if skipped_count:
-        log.warning("export: skipped %d rows whose content does not decode (first: %s)", skipped_count, skipped[0])
     elapsed = time.monotonic() - started
-    log.info("export: %d rows in %d chunks (%s, %.1f s), watermark %s", rows_kept, len(files), plan.method,
-             elapsed, watermark.text)
-    return ExportResult(
-        files=tuple(files),
-        since=since,
-        watermark=watermark,
-        rows=rows_kept,
-        rows_read=rows_read,
-        skipped_count=skipped_count,
-        skipped=tuple(skipped),
-        complete=plan.complete,
-        method=plan.method,
-        elapsed_s=elapsed,
+    log.info("export: %d rows in %d chunks (%s, %.1f s), watermark %s", converted.rows, len(converted.files),
+             plan.method, elapsed, watermark.text)
+    return converted.result(since, watermark, plan.complete, plan.method, elapsed)
+
+
+@attrs.define
+class Converted:
+    """What ``convert_pages`` wrote and saw: the chunks, the counts, and the digests of every row read."""
+
+    files: list[StagedFile] = attrs.Factory(list)
+    rows: int = 0
+    rows_read: int = 0
+    skipped_count: int = 0
+    skipped: list[SkippedRow] = attrs.Factory(list)
+    bucket_digests: dict[int, bytearray] = attrs.Factory(dict)
+
+    def result(
+        self, since: Watermark | None, watermark: Watermark | None, complete: bool, method: str, elapsed: float,
+        bucket_keep: Mapping[int, bytes] | None = None,
+    ) -> ExportResult:
+        if self.skipped_count:
+            log.warning("export: skipped %d rows whose content does not decode (first: %s)", self.skipped_count,
+                        self.skipped[0])
+        return ExportResult(
+            files=tuple(self.files),
+            since=since,
+            watermark=watermark,
+            rows=self.rows,
+            rows_read=self.rows_read,
+            skipped_count=self.skipped_count,
+            skipped=tuple(self.skipped),
+            complete=complete,
+            method=method,
+            elapsed_s=elapsed,
+            bucket_digests=self._take_digests(),
+            bucket_keep=bucket_keep,
+        )
+
+    def _take_digests(self) -> dict[int, bytes]:
+        """The digest blobs as bytes, dropping each buffer as it is copied (never two copies of them all)."""
+        taken = {}
+        for bucket in list(self.bucket_digests):
+            taken[bucket] = bytes(self.bucket_digests.pop(bucket))
+        return taken
+
+
+def convert_pages(
+    pages: Iterable[list[SourceRow]],
+    directory: Path,
+    options: ExportOptions,
+    on_page: Callable[[list[SourceRow], int], None] | None = None,
+) -> Converted:
+    """Decode and partition pages of rows into chunks in ``directory`` (the one path every export takes).
+
+    Every row read, kept or skipped, has its URI digest noted under its hour bucket: the ledger records
+    them so the late-row check neither exports a row twice nor retries an undecodable one forever.
+    """
+    partitioner = Partitioner(
+        directory, chunk_rows=options.chunk_rows, memory_bytes=options.memory_bytes, writers=options.writers
     )
+    done = Converted()
+    try:
+        for page in pages:
+            done.rows_read += len(page)
+            for row in page:
+                blob = done.bucket_digests.get(row[6])
+                if blob is None:
+                    blob = done.bucket_digests[row[6]] = bytearray()
+                blob += uri_digest(row[0])
+            for source, rows, page_skips in _by_source(page):
+                if rows:
+                    table, failures = rows_to_table(source, rows, options.encoder)
+                    page_skips = page_skips + failures
+                    if table is not None:
+                        partitioner.add(source, table)
+                        done.rows += table.num_rows
+                done.skipped_count += len(page_skips)
+                done.skipped.extend(page_skips[: max(0, options.max_reported_skips - len(done.skipped))])
+            if on_page is not None:
+                on_page(page, done.rows_read)
+            release_free_memory()  # freed page objects otherwise linger in malloc arenas (~5 us)
+        done.files = partitioner.finish()
+    except BaseException:
+        partitioner.discard()
+        raise
+    return done
 
 
 def _by_source(page: list[SourceRow]) -> Iterator[tuple[str, list[SourceRow], list[SkippedRow]]]:

@@ -1,7 +1,8 @@
 """The ledger: which chunk must go to which backend, who has acknowledged it, and the export watermark.
 
 A small SQLite database in WAL mode with ``synchronous=FULL``: recording an export (its chunks, the
-backends that must hold them, the skipped rows) and moving the watermark happen in one transaction,
+backends that must hold them, the skipped rows, the digests of the rows per hour bucket) and moving
+the watermark happen in one transaction,
 so after a crash either both are there or neither is, and the rows are simply exported again into
 the same content-addressed files.
 """
@@ -10,12 +11,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
 import attrs
 
+from storage_core.export import digests
 from storage_core.export.decode import SkippedRow
 from storage_core.export.watermark import Watermark
 from storage_core.values import StagedFile
@@ -43,7 +45,12 @@ CREATE TABLE IF NOT EXISTS targets (
 );
 CREATE TABLE IF NOT EXISTS state (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS skipped (uri TEXT PRIMARY KEY, reason TEXT NOT NULL, round_id TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS buckets (bucket INTEGER PRIMARY KEY, rows INTEGER NOT NULL, digests BLOB NOT NULL);
 """
+
+#: ``state`` entry present once every hour bucket behind the watermark has a record in ``buckets``
+#: (from the first export on, or from the baseline taken when a ledger older than this table is opened).
+_TRACKED = "buckets_tracked"
 
 
 def _now() -> str:
@@ -94,11 +101,22 @@ class Ledger:
         watermark: Watermark | None,
         skipped: Iterable[SkippedRow] = (),
         round_id: str = "",
+        bucket_digests: Mapping[int, bytes] | None = None,
+        bucket_keep: Mapping[int, bytes] | None = None,
     ) -> None:
-        """Atomically: the chunks, who must hold them, the skipped rows and the new watermark."""
+        """Atomically: the chunks, who must hold them, the skipped rows, the bucket records, the watermark.
+
+        ``bucket_digests`` (digest blobs of the rows read, per hour bucket) are added to the buckets'
+        records; ``bucket_keep`` first replaces a bucket's record (the late-row check prunes deleted rows).
+        """
         now = _now()
         backends = tuple(backends)
         with self._transaction() as db:
+            fresh = db.execute("SELECT 1 FROM state WHERE name = 'watermark'").fetchone() is None
+            for bucket in sorted(set(bucket_digests or {}) | set(bucket_keep or {})):
+                _merge_bucket(db, bucket, (bucket_digests or {}).get(bucket, b""), (bucket_keep or {}).get(bucket))
+            if bucket_digests is not None and fresh and watermark is not None:
+                db.execute("INSERT OR IGNORE INTO state VALUES (?, '1')", (_TRACKED,))
             for staged in files:
                 db.execute(
                     "INSERT OR IGNORE INTO chunks VALUES (?,?,?,?,?,?,?,?,?,?,?)",
@@ -126,6 +144,27 @@ class Ledger:
             if watermark is not None:
                 db.execute("INSERT OR REPLACE INTO state VALUES ('watermark', ?)", (watermark.text,))
                 db.execute("INSERT OR REPLACE INTO state VALUES ('watermark_uris', ?)", (watermark.uris_json(),))
+
+    # -- late-row records ------------------------------------------------------------------
+    def buckets_tracked(self) -> bool:
+        """Whether every bucket behind the watermark has a record (else the late-row check baselines)."""
+        return self._db.execute("SELECT 1 FROM state WHERE name = ?", (_TRACKED,)).fetchone() is not None
+
+    def bucket_counts(self) -> dict[int, int]:
+        """Rows recorded per hour bucket (a bucket without a record has none)."""
+        return dict(self._db.execute("SELECT bucket, rows FROM buckets"))
+
+    def bucket_digests(self, bucket: int) -> set[bytes]:
+        row = self._db.execute("SELECT digests FROM buckets WHERE bucket = ?", (bucket,)).fetchone()
+        return digests.split(row[0]) if row else set()
+
+    def baseline_buckets(self, records: Mapping[int, bytes], *, done: bool) -> None:
+        """Replace these buckets' records with what the miner holds now; ``done`` marks the baseline complete."""
+        with self._transaction() as db:
+            for bucket, blob in records.items():
+                _merge_bucket(db, bucket, b"", blob)
+            if done:
+                db.execute("INSERT OR IGNORE INTO state VALUES (?, '1')", (_TRACKED,))
 
     # -- reading ---------------------------------------------------------------------------
     def staged(self, sha256: str) -> StagedFile:
@@ -223,6 +262,14 @@ class Ledger:
 
     def known_files(self) -> set[str]:
         return {name for (name,) in self._db.execute("SELECT file FROM chunks")}
+
+
+def _merge_bucket(db: sqlite3.Connection, bucket: int, added: bytes, keep: bytes | None) -> None:
+    if keep is None:
+        row = db.execute("SELECT digests FROM buckets WHERE bucket = ?", (bucket,)).fetchone()
+        keep = row[0] if row else b""
+    merged = digests.join(digests.split(keep) | digests.split(added)) if added else keep
+    db.execute("INSERT OR REPLACE INTO buckets VALUES (?, ?, ?)", (bucket, len(merged) // digests.DIGEST_BYTES, merged))
 
 
 class _Transaction:

@@ -1,5 +1,8 @@
 """One miner upload round: export the new rows once, publish them to every selected backend, prune.
 
+The new rows are those after the watermark plus those stored late behind it (``late.py``), each
+exported once and committed with its chunks.
+
 The round never converts the same rows twice, whatever the number of backends: the export writes
 chunks into the spool, and each backend gets the chunks it still owes (a backend that was down last
 round gets its older chunks in a batch of their own). The publisher is the dispatcher's
@@ -18,6 +21,7 @@ from pathlib import Path
 import attrs
 
 from storage_core.export.exporter import ExportOptions, export
+from storage_core.export.late import export_late_rows
 from storage_core.export.spool import Spool
 from storage_core.export.watermark import Watermark
 from storage_core.values import StagedFile, UploadBatch, UploadOutcome
@@ -104,6 +108,16 @@ class _Tally:
         )
 
 
+def _sized(options: ExportOptions, spool: Spool) -> ExportOptions:
+    """The options with ``max_rows`` cut to the room left in a bounded spool (from measured bytes per row)."""
+    room = spool.room_bytes()
+    if room is None:
+        return options
+    per_row = spool.ledger.bytes_per_row() or DEFAULT_BYTES_PER_ROW
+    budget = max(1, int(room / per_row))
+    return attrs.evolve(options, max_rows=min(options.max_rows or budget, budget))
+
+
 def _outcomes(answer: Mapping[str, UploadOutcome] | Sequence[UploadOutcome]) -> list[UploadOutcome]:
     values = answer.values() if isinstance(answer, Mapping) else answer
     return [outcome for outcome in values if isinstance(outcome, UploadOutcome)]
@@ -145,29 +159,38 @@ def run_upload_round(
         if selected:  # an empty selection (no config yet?) must not release what is owed
             spool.retire(selected)
         exhausted = not selected  # with no backend selected there is nobody to export for
+        late_done = exhausted  # rows stored late behind the watermark go first (see late.py)
         while True:
             room = spool.room_bytes()
             if not exhausted and (room is None or room > 0):
-                export_options = options
-                if room is not None:
-                    per_row = spool.ledger.bytes_per_row() or DEFAULT_BYTES_PER_ROW
-                    budget = max(1, int(room / per_row))
-                    export_options = attrs.evolve(options, max_rows=min(options.max_rows or budget, budget))
 
                 def on_rows(done: int, total: int) -> None:
                     if progress is not None:
                         progress(RoundProgress("export", done, total))
 
-                result = export(Path(db_path), spool.chunk_dir, spool.watermark(), export_options, on_rows)
-                spool.commit_export(result, selected, round_id)
-                exports += 1
-                rows += result.rows
-                chunks += len(result.files)
-                size += result.total_bytes
-                skipped += result.skipped_count
-                skipped_uris.extend(row.uri for row in result.skipped)
-                # No progress (nothing new up to the bound) must not loop forever.
-                exhausted = result.complete or result.watermark == result.since
+                results = []
+                if not late_done:
+                    late = export_late_rows(Path(db_path), spool.chunk_dir, spool.ledger, spool.watermark(),
+                                            _sized(options, spool))
+                    late_done = late.complete or not late.rows_read  # no progress: never loop on it
+                    if late.rows_read or late.bucket_keep:
+                        spool.commit_export(late, selected, round_id)
+                        results.append(late)
+                room = spool.room_bytes()
+                if late_done and (room is None or room > 0):
+                    result = export(Path(db_path), spool.chunk_dir, spool.watermark(), _sized(options, spool), on_rows)
+                    spool.commit_export(result, selected, round_id)
+                    results.append(result)
+                    # No progress (nothing new up to the bound) must not loop forever.
+                    exhausted = result.complete or result.watermark == result.since
+                for result in results:
+                    if result.method != "late" or result.rows_read:  # pruning a record is no export pass
+                        exports += 1
+                    rows += result.rows
+                    chunks += len(result.files)
+                    size += result.total_bytes
+                    skipped += result.skipped_count
+                    skipped_uris.extend(row.uri for row in result.skipped)
 
             for need, files in sorted(spool.pending_groups(set(selected) - down).items(), key=lambda i: sorted(i[0])):
                 _publish(spool, publish, miner_hotkey, round_id, need, files, tallies, down, progress)

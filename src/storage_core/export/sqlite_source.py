@@ -8,6 +8,7 @@ range scans, so the export walks hour buckets in order and sorts only one page a
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 from collections.abc import Iterator
@@ -27,8 +28,9 @@ class MinerDatabaseError(StorageCoreError):
 
 
 #: One row as stored, as a plain tuple (a million of them must be cheap):
-#: ``(uri, datetime text, source, label, content bytes, contentSizeBytes)``. The datetime is the
-#: database's own text, which orders the export; ``label`` is None or "NULL" when there is none.
+#: ``(uri, datetime text, source, label, content bytes, contentSizeBytes, timeBucketId)``. The datetime
+#: is the database's own text, which orders the export; ``label`` is None or "NULL" when there is none;
+#: ``timeBucketId`` says which hour bucket's late-row record the row belongs to.
 SourceRow = tuple
 
 
@@ -83,6 +85,30 @@ class MinerDatabase:
             "ORDER BY timeBucketId",
             (first,),
         ).fetchall()
+
+    def bucket_counts_before(self, bucket: int) -> list[tuple[int, int]]:
+        """``(timeBucketId, rows)`` for every hour bucket before ``bucket``: one pass over the index only."""
+        return self._connection.execute(
+            f"SELECT timeBucketId, COUNT(*) FROM {TABLE} WHERE timeBucketId < ? GROUP BY timeBucketId "
+            "ORDER BY timeBucketId",
+            (bucket,),
+        ).fetchall()
+
+    def bucket_uris(self, bucket: int) -> list[str]:
+        """The URIs of one hour bucket, from the index alone (a WITHOUT ROWID index carries the key)."""
+        return [_text(uri) for (uri,) in self._connection.execute(
+            f"SELECT uri FROM {TABLE} WHERE timeBucketId = ?", (bucket,)
+        )]
+
+    def iter_rows_by_uri(self, uris: list[str], page_rows: int) -> Iterator[list[SourceRow]]:
+        """The rows of these URIs (primary-key lookups), a page at a time; vanished URIs are left out."""
+        for start in range(0, len(uris), page_rows):
+            page = json.dumps(uris[start : start + page_rows])
+            rows = self._connection.execute(
+                f"SELECT {_COLUMNS} FROM {TABLE} WHERE uri IN (SELECT value FROM json_each(?)) ORDER BY uri", (page,)
+            ).fetchall()
+            if rows:
+                yield _normalised(rows)
 
     def total_rows(self) -> int:
         """Rows in the table (counted on the smallest index, not the content)."""
@@ -156,18 +182,24 @@ class MinerDatabase:
         order: str,
         limit: int,
     ) -> list[SourceRow]:
-        sql = f"SELECT uri, datetime, source, label, content, contentSizeBytes FROM {TABLE} WHERE {where}"
+        sql = f"SELECT {_COLUMNS} FROM {TABLE} WHERE {where}"
         if since is not None:
             sql += " AND (datetime > ? OR (datetime = ? AND uri NOT IN (SELECT value FROM json_each(?))))"
             params = params + [since.text, since.text, since.uris_json()]
         sql += f" AND datetime <= ? ORDER BY {order} LIMIT ?"
         params = params + [upper, limit]
-        rows = self._connection.execute(sql, params).fetchall()
-        if rows and not (isinstance(rows[0][1], str) and isinstance(rows[0][4], bytes)):
-            # Not what the miner writes (datetime as text, content as a blob): normalise, slowly.
-            rows = [(uri, _text(when), source, label, _bytes(content), size)
-                    for uri, when, source, label, content, size in rows]
-        return rows  # as fetched: converting a million tuples here would hold the GIL the parser needs
+        return _normalised(self._connection.execute(sql, params).fetchall())
+
+
+_COLUMNS = "uri, datetime, source, label, content, contentSizeBytes, timeBucketId"
+
+
+def _normalised(rows: list[SourceRow]) -> list[SourceRow]:
+    if rows and not (isinstance(rows[0][1], str) and isinstance(rows[0][4], bytes)):
+        # Not what the miner writes (datetime as text, content as a blob): normalise, slowly.
+        rows = [(uri, _text(when), source, label, _bytes(content), size, bucket)
+                for uri, when, source, label, content, size, bucket in rows]
+    return rows  # as fetched: converting a million tuples here would hold the GIL the parser needs
 
 
 def _text(value: object) -> str:
