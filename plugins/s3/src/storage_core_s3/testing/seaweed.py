@@ -50,6 +50,22 @@ PORT_FLAGS = (
 DISABLED_PORT_FLAGS = ("s3.port.iceberg", "s3.port.lance")
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: ask Linux to SIGKILL it when the process that started it dies.
+
+    A test run killed from outside (OOM killer, CI time-out) cannot call stop(); without this its
+    SeaweedFS would outlive it. Elsewhere than Linux this does nothing.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+
+
 class SeaweedError(RuntimeError):
     """SeaweedFS could not be found, started or stopped; the message includes its log tail."""
 
@@ -187,6 +203,7 @@ class SeaweedFS:
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: stop() signals exactly this tree
             cwd=self.directory,
+            preexec_fn=_die_with_parent,
         )
         try:
             self._wait_until_ready()
