@@ -13,7 +13,9 @@ import pytest
 import storage_core.backends.local as local_plugin
 from storage_core.config import parse_config
 from storage_core.dispatch import Dispatcher
+from storage_core.export import ExportOptions
 from storage_core.export import ledger as ledger_module
+from storage_core.export.digests import DigestLog, split, uri_digest
 from storage_core.export import sqlite_source
 from storage_core.export.round import run_upload_round
 from storage_core.export.spool import Spool
@@ -45,9 +47,9 @@ class World:
         self.db = create_miner_db(tmp_path / "miner.sqlite", 600, seed=71, days=3).path
         self.spool = Spool(tmp_path / "spool")
 
-    def round(self, publish=None):
+    def round(self, publish=None, options: ExportOptions = ExportOptions()):
         return run_upload_round(self.db, self.spool, self.backends, publish or self.dispatcher.upload,
-                                miner_hotkey=self.hotkey)
+                                miner_hotkey=self.hotkey, options=options)
 
     def stored(self) -> Counter:
         counts: Counter = Counter()
@@ -233,4 +235,32 @@ def test_a_ledger_from_before_bucket_records_is_baselined_then_tracked(world):
     add_rows(world.db, 20, seed=81, end=DEFAULT_END + timedelta(days=1), days=0.5)
     assert world.round().rows_exported == 80
     assert world.round().rows_exported == 0
+    world.assert_stored_once()
+
+
+def test_digest_log_spills_past_its_memory_bound_and_keeps_every_digest(tmp_path):
+    rows = [(f"https://x.com/u/status/{i}", "", 2, "NULL", b"", 0, 500_000 + i % 7) for i in range(1_000)]
+    log = DigestLog(tmp_path, memory_bytes=256)
+    for start in range(0, 1_000, 50):
+        log.add_page(rows[start : start + 50])
+    frames = list(log.frames())
+    assert len(frames) > 7  # spilled: buckets appear in several frames
+    got: dict[int, set[bytes]] = {}
+    for bucket, blob in frames:
+        got.setdefault(bucket, set()).update(split(blob))
+    assert got == {b: {uri_digest(r[0]) for r in rows if r[6] == b} for b in range(500_000, 500_007)}
+    log.close()
+    assert list(log.frames()) == []
+
+
+def test_a_round_whose_digests_spill_to_disk_records_them_all(world):
+    tiny = ExportOptions(digest_memory_bytes=512)
+    assert world.round(options=tiny).rows_exported == 600
+    connection = sqlite3.connect(world.db)
+    counts = dict(connection.execute("SELECT timeBucketId, COUNT(*) FROM DataEntity GROUP BY timeBucketId"))
+    connection.close()
+    assert world.spool.ledger.bucket_counts() == counts
+    add_rows(world.db, 70, seed=82, end=OLD, days=1)
+    assert world.round(options=tiny).rows_exported == 70
+    assert world.round(options=tiny).rows_exported == 0
     world.assert_stored_once()

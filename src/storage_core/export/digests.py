@@ -8,7 +8,11 @@ them (8 bytes per row: ~8 MB per million rows in the ledger). Two URIs of one bu
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+import struct
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import IO
 
 DIGEST_BYTES = 8
 
@@ -25,3 +29,63 @@ def split(blob: bytes) -> set[bytes]:
 def join(digests: Iterable[bytes]) -> bytes:
     """One sorted, duplicate-free blob (sorted so that equal sets store equal bytes)."""
     return b"".join(sorted(set(digests)))
+
+
+_FRAME = struct.Struct("<qI")  # bucket, blob length
+
+
+class DigestLog:
+    """The digests of the rows one export read, per hour bucket, in bounded memory.
+
+    Past ``memory_bytes`` the buffers are appended as frames to an unnamed temporary file beside the
+    chunks (it disappears when closed, or with the process after a crash), so a 4M-row export holds a
+    few MiB of digests instead of 32 MiB. ``frames()`` may name a bucket several times.
+    """
+
+    def __init__(self, directory: Path | None = None, memory_bytes: int = 4 * 2**20) -> None:
+        self._directory = directory
+        self._limit = memory_bytes
+        self._buffers: dict[int, bytearray] = {}
+        self._held = 0
+        self._file: IO[bytes] | None = None
+        self.rows = 0
+
+    def add_page(self, page: Sequence[tuple]) -> None:
+        """Note every row of a page (``row[0]`` is the URI, ``row[6]`` the hour bucket)."""
+        buffers = self._buffers
+        for row in page:
+            buffer = buffers.get(row[6])
+            if buffer is None:
+                buffer = buffers[row[6]] = bytearray()
+            buffer += uri_digest(row[0])
+        self.rows += len(page)
+        self._held += len(page) * DIGEST_BYTES
+        if self._held >= self._limit:
+            self._spill()
+
+    def _spill(self) -> None:
+        if self._file is None:
+            self._file = tempfile.TemporaryFile(dir=self._directory, prefix=".digests-")
+        for bucket, buffer in self._buffers.items():
+            self._file.write(_FRAME.pack(bucket, len(buffer)))
+            self._file.write(buffer)
+        self._buffers.clear()
+        self._held = 0
+
+    def frames(self) -> Iterator[tuple[int, bytes]]:
+        """``(bucket, digest blob)`` pairs: the spilled frames, then what is still in memory."""
+        if self._file is not None:
+            self._file.flush()
+            self._file.seek(0)
+            while header := self._file.read(_FRAME.size):
+                bucket, size = _FRAME.unpack(header)
+                yield bucket, self._file.read(size)
+            self._file.seek(0, 2)
+        for bucket, buffer in self._buffers.items():
+            yield bucket, bytes(buffer)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self._buffers.clear()

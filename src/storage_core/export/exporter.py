@@ -23,7 +23,7 @@ import attrs
 import pyarrow as pa
 
 from storage_core.export.decode import SkippedRow, rows_to_table, source_name
-from storage_core.export.digests import uri_digest
+from storage_core.export.digests import DigestLog
 from storage_core.export.encoding import FieldEncoder
 from storage_core.export.partition import Partitioner, release_free_memory
 from storage_core.export.sqlite_source import MinerDatabase, SourceRow
@@ -49,6 +49,7 @@ class ExportOptions:
     max_rows: int | None = None  # stop at the hour bucket where this many rows are reached (back-pressure)
     scan_fraction: float = 0.1  # above this share of the table, one sequential scan beats index lookups
     max_reported_skips: int = 1_000  # URIs of undecodable rows kept in the result (all are counted)
+    digest_memory_bytes: int = 4 * 2**20  # row digests (8 bytes each) held before spilling to a temporary file
 
 
 @attrs.frozen
@@ -65,8 +66,8 @@ class ExportResult:
     complete: bool  # False when max_rows stopped the export before the newest row
     method: str  # "index", "scan", "late" or "none"
     elapsed_s: float
-    #: Digests (``digests.uri_digest``) of every row read, per hour bucket: the ledger adds them to its records.
-    bucket_digests: Mapping[int, bytes] = attrs.field(factory=dict, eq=False, repr=False)
+    #: Digests of every row read, per hour bucket: ``Spool.commit_export`` adds them to the ledger's records.
+    bucket_digests: DigestLog = attrs.field(factory=DigestLog, eq=False, repr=False)
     #: Late-row check only: records that replace the buckets' ones before the digests are added.
     bucket_keep: Mapping[int, bytes] | None = attrs.field(default=None, eq=False, repr=False)
 
@@ -210,7 +211,7 @@ class Converted:
     rows_read: int = 0
     skipped_count: int = 0
     skipped: list[SkippedRow] = attrs.Factory(list)
-    bucket_digests: dict[int, bytearray] = attrs.Factory(dict)
+    bucket_digests: DigestLog = attrs.Factory(DigestLog)
 
     def result(
         self, since: Watermark | None, watermark: Watermark | None, complete: bool, method: str, elapsed: float,
@@ -230,16 +231,9 @@ class Converted:
             complete=complete,
             method=method,
             elapsed_s=elapsed,
-            bucket_digests=self._take_digests(),
+            bucket_digests=self.bucket_digests,
             bucket_keep=bucket_keep,
         )
-
-    def _take_digests(self) -> dict[int, bytes]:
-        """The digest blobs as bytes, dropping each buffer as it is copied (never two copies of them all)."""
-        taken = {}
-        for bucket in list(self.bucket_digests):
-            taken[bucket] = bytes(self.bucket_digests.pop(bucket))
-        return taken
 
 
 def convert_pages(
@@ -256,15 +250,11 @@ def convert_pages(
     partitioner = Partitioner(
         directory, chunk_rows=options.chunk_rows, memory_bytes=options.memory_bytes, writers=options.writers
     )
-    done = Converted()
+    done = Converted(bucket_digests=DigestLog(directory, options.digest_memory_bytes))
     try:
         for page in pages:
             done.rows_read += len(page)
-            for row in page:
-                blob = done.bucket_digests.get(row[6])
-                if blob is None:
-                    blob = done.bucket_digests[row[6]] = bytearray()
-                blob += uri_digest(row[0])
+            done.bucket_digests.add_page(page)
             for source, rows, page_skips in _by_source(page):
                 if rows:
                     table, failures = rows_to_table(source, rows, options.encoder)
@@ -280,6 +270,7 @@ def convert_pages(
         done.files = partitioner.finish()
     except BaseException:
         partitioner.discard()
+        done.bucket_digests.close()
         raise
     return done
 

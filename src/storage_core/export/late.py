@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 #: Most late rows one pass reads (their URIs are held in memory); the round runs passes until done.
 ROWS_PER_PASS = 100_000
+#: Most bytes of kept digests (the buckets' pruned records) one pass holds before it stops.
+KEEP_BYTES_PER_PASS = 8 * 2**20
 #: Digests baselined per ledger transaction when an older ledger is first opened.
 BASELINE_ROWS_PER_COMMIT = 200_000
 
@@ -72,8 +74,9 @@ def export_late_rows(
         keep: dict[int, bytes] = {}
         late: list[str] = []
         complete = True
-        for index, bucket in enumerate(changed):
-            if late and len(late) >= limit:
+        held = 0
+        for bucket in changed:
+            if (late and len(late) >= limit) or held >= KEEP_BYTES_PER_PASS:
                 complete = False
                 break
             known = ledger.bucket_digests(bucket)
@@ -85,6 +88,7 @@ def export_late_rows(
                 else:
                     late.append(uri)
             keep[bucket] = digests.join(present)
+            held += len(keep[bucket])
         log.info("late rows: %d hour buckets changed behind the watermark, %d rows not exported yet",
                  len(keep), len(late))
         converted = convert_pages(

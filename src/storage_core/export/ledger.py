@@ -79,6 +79,9 @@ class Ledger:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA)
+        # Digest frames of one commit, grouped by bucket on disk rather than in memory.
+        self._db.execute("CREATE TEMP TABLE incoming (bucket INTEGER NOT NULL, digests BLOB NOT NULL)")
+        self._db.execute("CREATE INDEX temp.incoming_bucket ON incoming (bucket)")
 
     def close(self) -> None:
         self._db.close()
@@ -101,20 +104,28 @@ class Ledger:
         watermark: Watermark | None,
         skipped: Iterable[SkippedRow] = (),
         round_id: str = "",
-        bucket_digests: Mapping[int, bytes] | None = None,
+        bucket_digests: Iterable[tuple[int, bytes]] | None = None,
         bucket_keep: Mapping[int, bytes] | None = None,
     ) -> None:
         """Atomically: the chunks, who must hold them, the skipped rows, the bucket records, the watermark.
 
-        ``bucket_digests`` (digest blobs of the rows read, per hour bucket) are added to the buckets'
-        records; ``bucket_keep`` first replaces a bucket's record (the late-row check prunes deleted rows).
+        ``bucket_digests`` (``(bucket, digest blob)`` frames of the rows read, a bucket possibly in several)
+        are added to the buckets' records; ``bucket_keep`` first replaces a bucket's record (the late-row
+        check prunes deleted rows). The frames pass through a temporary table, so memory stays bounded.
         """
         now = _now()
         backends = tuple(backends)
         with self._transaction() as db:
             fresh = db.execute("SELECT 1 FROM state WHERE name = 'watermark'").fetchone() is None
-            for bucket in sorted(set(bucket_digests or {}) | set(bucket_keep or {})):
-                _merge_bucket(db, bucket, (bucket_digests or {}).get(bucket, b""), (bucket_keep or {}).get(bucket))
+            db.execute("DELETE FROM incoming")
+            db.executemany("INSERT INTO incoming VALUES (?, ?)", bucket_digests or ())
+            touched = {bucket for (bucket,) in db.execute("SELECT DISTINCT bucket FROM incoming")}
+            for bucket in sorted(touched | set(bucket_keep or {})):
+                added = b"".join(
+                    blob for (blob,) in db.execute("SELECT digests FROM incoming WHERE bucket = ?", (bucket,))
+                )
+                _merge_bucket(db, bucket, added, (bucket_keep or {}).get(bucket))
+            db.execute("DELETE FROM incoming")
             if bucket_digests is not None and fresh and watermark is not None:
                 db.execute("INSERT OR IGNORE INTO state VALUES (?, '1')", (_TRACKED,))
             for staged in files:

@@ -100,10 +100,13 @@ class Spool:
 
     def commit_export(self, result: ExportResult, backends: Iterable[str], round_id: str = "") -> None:
         """Record an export's chunks for ``backends``, its rows' digests and the watermark, in one transaction."""
-        self.ledger.record_export(
-            result.files, backends, result.watermark, result.skipped, round_id,
-            bucket_digests=result.bucket_digests, bucket_keep=result.bucket_keep,
-        )
+        try:
+            self.ledger.record_export(
+                result.files, backends, result.watermark, result.skipped, round_id,
+                bucket_digests=result.bucket_digests.frames(), bucket_keep=result.bucket_keep,
+            )
+        finally:
+            result.bucket_digests.close()
 
     def pending_groups(self, backends: Iterable[str]) -> dict[frozenset[str], list[StagedFile]]:
         """Chunks still owed to any of ``backends``, grouped by the exact set of backends that owe them.
