@@ -16,7 +16,7 @@ $(STAMP): $(BIN)/python pyproject.toml plugins/s3/pyproject.toml plugins/hugging
 
 setup: $(STAMP)
 
-test: setup
+test: setup lint
 	$(BIN)/python -m pytest
 
 demo: setup
@@ -26,7 +26,7 @@ bench: setup
 	$(BIN)/python -m benchmarks
 
 lint: setup
-	$(BIN)/python -m mypy src/storage_core
+	$(BIN)/python -m mypy src/storage_core plugins/s3/src/storage_core_s3 plugins/huggingface/src/storage_core_huggingface
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

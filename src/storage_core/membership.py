@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Protocol
 
 import attrs
@@ -15,12 +16,16 @@ class SubnetMembership(Protocol):
     def has_validator_permit(self, hotkey: str) -> bool: ...
 
 
+def _hotkeys(value: Iterable[str]) -> frozenset[str]:
+    return frozenset(value)
+
+
 @attrs.frozen
 class StaticMembership:
     """A fixed membership list (tests, demos, or a deployment that pins its miners)."""
 
-    registered: frozenset[str] = attrs.field(converter=frozenset)
-    validators: frozenset[str] = attrs.field(default=frozenset(), converter=frozenset)
+    registered: frozenset[str] = attrs.field(converter=_hotkeys)
+    validators: frozenset[str] = attrs.field(default=frozenset(), converter=_hotkeys)
 
     def is_registered(self, hotkey: str) -> bool:
         return hotkey in self.registered or hotkey in self.validators

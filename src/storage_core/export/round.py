@@ -244,7 +244,7 @@ def _publish(
 ) -> None:
     """Send one batch to the backends that all owe exactly these files, and record what they stored."""
     names = tuple(sorted(need))
-    batch = UploadBatch(miner_hotkey=miner_hotkey, files=tuple(files), round_id=round_id)  # type: ignore[arg-type]
+    batch = UploadBatch(miner_hotkey=miner_hotkey, files=tuple(files), round_id=round_id)
     if progress is not None:
         progress(RoundProgress("upload", 0, batch.total_bytes, names))
     try:
