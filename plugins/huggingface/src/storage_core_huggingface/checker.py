@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError
 
+from storage_core.footers import implausible_footer
 from storage_core.layout import NAME_HASH_CHARS, hotkey_of_key, miner_prefix
 from storage_core.schema import schema_problem
 from storage_core.values import BackendContext, IntegrityProblem, ValidationResult
@@ -92,7 +93,7 @@ def scan_file(handle: Any, size: int, progress: _Progress) -> str | None:
     if problem:
         return problem
     column = parquet.schema_arrow.get_field_index("uri")
-    problem = row_count_problem(parquet.metadata, column, size)
+    problem = implausible_footer(parquet.metadata, size)
     if problem:
         return problem
     try:
@@ -123,25 +124,6 @@ def _raise_if_transport(error: Exception) -> None:
     """
     if isinstance(error, OSError) and type(error) is not OSError:
         raise error
-
-
-def row_count_problem(metadata: pq.FileMetaData, uri_column: int, size: int) -> str | None:
-    """A row group claiming more rows than its ``uri`` column chunk can encode, or a chunk larger than the file.
-
-    Bug fixed: a footer claiming 2**40 rows made pyarrow allocate for every claimed row (ArrowMemoryError, or
-    the validator OOM-killed). Distinct URIs take at least one bit per row, so more than 8 rows per compressed
-    byte is a lie; this bounds what a read can allocate by the file's size.
-    """
-    for index in range(metadata.num_row_groups):
-        group = metadata.row_group(index)
-        chunk = group.column(uri_column)
-        compressed = chunk.total_compressed_size
-        if compressed < 0 or compressed > size:
-            return f"row group {index}: uri column chunk claims {compressed} bytes in a {size}-byte file"
-        if group.num_rows < 0 or group.num_rows > 8 * max(compressed, 1):
-            return (f"row group {index} claims {group.num_rows} rows but its uri column holds only "
-                    f"{compressed} bytes: implausible row count")
-    return None
 
 
 def classify(entries: dict[str, Any], miner_hotkey: str) -> tuple[list[tuple[str, Any]], list[IntegrityProblem]]:

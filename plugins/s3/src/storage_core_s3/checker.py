@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from storage_core.footers import implausible_footer
 from storage_core.layout import NAME_HASH_CHARS, check_hotkey, miner_prefix
 from storage_core.schema import METADATA_SOURCE_KEY, schema_problem
 from storage_core.values import IntegrityProblem, ValidationResult
@@ -418,7 +419,7 @@ class _Validation:
             if problem:
                 self._problem(item.key, f"schema: {problem}")
                 return
-            problem = _row_count_problem(parquet.metadata, item.size)
+            problem = implausible_footer(parquet.metadata, item.size)
             if problem:
                 self._problem(item.key, problem)
                 return
@@ -476,28 +477,6 @@ def _footer_metadata(tail: bytes) -> pq.FileMetaData:
     footer_length = int.from_bytes(tail[-8:-4], "little")
     footer = tail[-(footer_length + 8):]
     return pq.read_metadata(pa.BufferReader(b"PAR1" + footer))
-
-
-def _row_count_problem(metadata: pq.FileMetaData, size: int) -> str | None:
-    """A row group claiming more rows than its ``uri`` column chunk can encode, or a chunk larger than the file.
-
-    Bug fixed: a footer claiming 2**40 rows made pyarrow try to allocate for every claimed row before the
-    read failed (ArrowMemoryError, or the validator OOM-killed when the allocation was overcommitted).
-    Distinct URIs take at least one bit per row, so more than 8 rows per compressed byte is a lie; this
-    bounds what a read can allocate by the object's size.
-    """
-    column = next((i for i in range(metadata.num_columns) if metadata.schema.column(i).path == "uri"), None)
-    if column is None:
-        return "no uri column"
-    for index in range(metadata.num_row_groups):
-        group = metadata.row_group(index)
-        compressed = group.column(column).total_compressed_size
-        if compressed < 0 or compressed > size:
-            return f"row group {index}: uri column chunk claims {compressed} bytes in a {size}-byte object"
-        if group.num_rows < 0 or group.num_rows > 8 * max(compressed, 1):
-            return (f"row group {index} claims {group.num_rows} rows but its uri column holds only "
-                    f"{compressed} bytes: implausible row count")
-    return None
 
 
 def _content_range_total(value: str | None) -> int | None:
