@@ -205,6 +205,9 @@ def main() -> int:
     parser.add_argument("--keep", type=Path, default=None, help="Keep the work directory here instead of a temp dir.")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    # Ctrl-C and SIGTERM both unwind through the `with LocalSubnet(...)` blocks, which stop every server.
+    # (A shell starts background jobs with SIGINT ignored; the demo wants Ctrl-C to work however launched.)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         if args.keep:
