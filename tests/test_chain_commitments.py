@@ -15,26 +15,8 @@ from storage_core.chain.commitments import (
 from storage_core.chain.subtensor import ChainTarget, open_subtensor, resolve_target
 from storage_core.config import DEFAULT_CONFIG, decode_chain_payload, encode_compact
 from storage_core.errors import ChainError, ConfigError
-from storage_core.testing.devchain import DevChain
 
 NETUID = 13
-
-
-@pytest.fixture(autouse=True)
-def _isolated_bittensor_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("BTCLI_TOKEN_SYMBOLS_CACHE", str(tmp_path / "token_symbols.json"))
-
-
-@pytest.fixture
-def owner() -> Keypair:
-    return Keypair.create_from_uri("//commitments-owner")
-
-
-@pytest.fixture
-def chain(tmp_path, owner) -> DevChain:
-    chain = DevChain.create(tmp_path / "chain.json")
-    chain.create_subnet(NETUID, owner.ss58_address)
-    return chain
 
 
 def test_commit_and_read_back(chain, owner):

@@ -21,11 +21,6 @@ class FakeClock:
         return self.now
 
 
-@pytest.fixture(autouse=True)
-def _isolated_bittensor_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("BTCLI_TOKEN_SYMBOLS_CACHE", str(tmp_path / "token_symbols.json"))
-
-
 @pytest.fixture
 def chain(tmp_path) -> DevChain:
     chain = DevChain.create(tmp_path / "chain.json")

@@ -8,7 +8,6 @@ import threading
 import time
 
 import pytest
-from bittensor_core import Keypair
 
 from storage_core.chain.commitments import commit_payload
 from storage_core.chain.source import ConfigSource, DocumentFetcher, LastKnownGood
@@ -19,14 +18,8 @@ from storage_core.config import (
     encode_pointer,
 )
 from storage_core.facades import create_config_from_chain_or_env
-from storage_core.testing.devchain import DevChain
 
 NETUID = 13
-
-
-@pytest.fixture(autouse=True)
-def _isolated_bittensor_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("BTCLI_TOKEN_SYMBOLS_CACHE", str(tmp_path / "token_symbols.json"))
 
 
 @pytest.fixture(scope="module")
@@ -55,18 +48,6 @@ def documents():
     yield served, f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
-
-
-@pytest.fixture
-def owner() -> Keypair:
-    return Keypair.create_from_uri("//source-owner")
-
-
-@pytest.fixture
-def chain(tmp_path, owner) -> DevChain:
-    chain = DevChain.create(tmp_path / "chain.json")
-    chain.create_subnet(NETUID, owner.ss58_address)
-    return chain
 
 
 @pytest.fixture

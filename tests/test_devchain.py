@@ -15,23 +15,6 @@ from storage_core.testing.devchain import MAX_SPACE, MIN_USED_SPACE, DevChain, D
 NETUID = 13
 
 
-@pytest.fixture(autouse=True)
-def _isolated_bittensor_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("BTCLI_TOKEN_SYMBOLS_CACHE", str(tmp_path / "token_symbols.json"))
-
-
-@pytest.fixture
-def owner() -> Keypair:
-    return Keypair.create_from_uri("//devchain-owner")
-
-
-@pytest.fixture
-def chain(tmp_path, owner) -> DevChain:
-    chain = DevChain.create(tmp_path / "chain.json")
-    chain.create_subnet(NETUID, owner.ss58_address)
-    return chain
-
-
 def commit(sub, signer, fields, netuid=NETUID):
     call = bt.calls.Commitments.set_commitment(netuid=netuid, info={"fields": fields})
     return sub.submit_call(call, signer, signer="hotkey")
