@@ -30,6 +30,19 @@ def miner_db(path: Path, rows: int, seed: int, days: int = 2, later_days: int = 
     return summary.path, uris
 
 
+def ensure_on_s3(world: LocalSubnet, miner: Participant, db: Path) -> None:
+    """Upload ``miner``'s database once (a round through the real node) unless S3 already holds its rows."""
+    if world.stored_uris("s3", miner.hotkey):
+        return
+    from storage_core.miner import MinerStorage
+
+    storage = MinerStorage(world.node(miner), db)
+    try:
+        assert storage.upload_data().result.backend("s3").status == "ok"
+    finally:
+        storage.close()
+
+
 def overrides(world: LocalSubnet, participant: Participant, *, s3: Mapping[str, Any] | None = None,
               hf: Mapping[str, Any] | None = None, s3_percent: float | None = None,
               hf_percent: float | None = None, hf_enabled: bool | None = None) -> dict[str, Any]:

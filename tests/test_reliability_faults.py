@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from reliability_helpers import grants_presigning_for, miner_db, overrides, port_of, proxied
+from reliability_helpers import ensure_on_s3, grants_presigning_for, miner_db, overrides, port_of, proxied
 
 from demo.world import LocalSubnet
 from storage_core.layout import miner_prefix
@@ -165,12 +165,7 @@ def test_checker_answers_unknown_not_invalid_when_its_backend_is_down(world: Loc
                                                                       fault: str) -> None:
     miner = world.miners[3]
     db, expected = miner_db(tmp_path / "miner.sqlite", 500, seed=41, days=1)
-    if not world.stored_uris("s3", miner.hotkey):
-        storage = MinerStorage(world.node(miner), db)
-        try:
-            assert storage.upload_data().result.backend("s3").status == "ok"
-        finally:
-            storage.close()
+    ensure_on_s3(world, miner, db)
     asked = sorted(expected)[:20] + ["https://x.com/nobody/status/1"]
     validator = world.validator
     assert validator is not None and world.grants is not None and world.hub is not None
@@ -207,12 +202,7 @@ def test_checker_reads_through_connections_dropped_mid_body(world: LocalSubnet, 
     blamed on the miner; a store that always cuts reads off gives "unknown", never "invalid"."""
     miner = world.miners[3]
     db, expected = miner_db(tmp_path / "miner.sqlite", 500, seed=41, days=1)
-    if not world.stored_uris("s3", miner.hotkey):
-        storage = MinerStorage(world.node(miner), db)
-        try:
-            assert storage.upload_data().result.backend("s3").status == "ok"
-        finally:
-            storage.close()
+    ensure_on_s3(world, miner, db)
     asked = sorted(expected)[:20] + ["https://x.com/nobody/status/1"]
     validator = world.validator
     assert validator is not None and world.seaweed is not None
