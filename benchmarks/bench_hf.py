@@ -24,14 +24,12 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("HF_HOME", tempfile.mkdtemp(prefix="bench-hf-home-"))
 
 import json  # noqa: E402
-import random  # noqa: E402
 
-import pyarrow.parquet as pq  # noqa: E402
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import result  # noqa: E402
+from benchmarks.common import result, sample_uris  # noqa: E402
 from storage_core.chain.keys import keypair_from_uri  # noqa: E402
 from storage_core.layout import key_for  # noqa: E402
 from storage_core.testing.data import make_batch  # noqa: E402
@@ -63,14 +61,7 @@ def run(quick: bool = False) -> list[dict]:
                                                "endpoint": running.url, "token": token})
 
             uploader.upload(context(miner, "miner-token"), batch)
-            rng = random.Random(7)
-            sample: list[str] = []
-            holder_size: dict[str, int] = {}
-            for staged in batch.files:
-                uris = pq.read_table(staged.path, columns=["uri"]).column("uri").to_pylist()
-                for uri in rng.sample(uris, sample_size // files):
-                    sample.append(uri)
-                    holder_size[uri] = staged.size_bytes
+            sample, holder_size = sample_uris(batch, sample_size, seed=7)
             hub.stats.reset()
             outcome = checker.validate(context(validator, "validator-token"), miner.ss58_address, tuple(sample))
             served = hub.stats.bytes_sent

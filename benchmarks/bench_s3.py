@@ -30,12 +30,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import result  # noqa: E402
+from benchmarks.common import result, sample_uris  # noqa: E402
 from storage_core.chain.keys import keypair_from_uri  # noqa: E402
 from storage_core.chunks import verify_batch, write_chunk  # noqa: E402
 from storage_core.schema import schema_for  # noqa: E402
@@ -134,14 +133,7 @@ def _checker_benchmark(service: GrantServiceProcess, bucket: str, miner, validat
     options = S3Options.from_mapping({"bucket": bucket, "grant_url": service.url})
     with Uploader(options, miner) as uploader:
         uploader.upload_batch(batch)
-    rng = random.Random(13)
-    sample: list[str] = []
-    holder_size: dict[str, int] = {}
-    for staged in batch.files:
-        uris = pq.read_table(staged.path, columns=["uri"]).column("uri").to_pylist()
-        for uri in rng.sample(uris, sample_size // files):
-            sample.append(uri)
-            holder_size[uri] = staged.size_bytes
+    sample, holder_size = sample_uris(batch, sample_size, seed=13)
     with Checker(options, validator) as checker:
         outcome = checker.validate(miner.ss58_address, tuple(sample))
     if outcome.found != frozenset(sample) or outcome.problems:

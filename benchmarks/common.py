@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable
+from typing import Any
 
 
 def result(name: str, value: float, unit: str, baseline: str, baseline_value: float, higher_is_better: bool = True) -> dict:
@@ -28,3 +30,19 @@ def best_of(repeats: int, function: Callable[[], object]) -> float:
         function()
         timings.append(time.perf_counter() - start)
     return min(timings)
+
+
+def sample_uris(batch: Any, size: int, seed: int) -> tuple[list[str], dict[str, int]]:
+    """``size`` URIs spread evenly over a batch's files, and for each the size of the file holding it
+    (what a naive checker would download to find it)."""
+    import pyarrow.parquet as pq
+
+    rng = random.Random(seed)
+    sample: list[str] = []
+    holder_size: dict[str, int] = {}
+    for staged in batch.files:
+        uris = pq.read_table(staged.path, columns=["uri"]).column("uri").to_pylist()
+        for uri in rng.sample(uris, size // len(batch.files)):
+            sample.append(uri)
+            holder_size[uri] = staged.size_bytes
+    return sample, holder_size
