@@ -130,7 +130,8 @@ def test_encode_column_matches_encode_array():
     coded = ENCODER.encode_column("url", values)
     assert [value is None for value in coded] == [value is None for value in values]
     assert [None if text is None else decode_value(text, KEY) for text in coded] == values
-    lengths = [None if text is None else len(text) for text in ENCODER.encode_array("url", pa.array(values)).to_pylist()]
+    arrayed = ENCODER.encode_array("url", pa.array(values)).to_pylist()
+    lengths = [None if text is None else len(text) for text in arrayed]
     assert [None if text is None else len(text) for text in coded] == lengths
 
 

@@ -4,7 +4,7 @@ The subnet's integration guide passes an ``encoding_key_manager`` (for ``url``) 
 ``private_encoding_key_manager`` (for ``username``); each holds a Fernet key, and a value is stored as
 ``urlsafe_b64encode(Fernet(key).encrypt(value.encode()))`` (see its ``encode_url``). Off by default:
 encrypted columns do not compress (about 2.5x larger files). Per-value ``Fernet.encrypt`` costs ~8 us, so
-columns are encrypted in batches (:mod:`storage_core.export.fernet_batch`, same tokens, ~2-3 us per value).
+columns are encrypted in batches (:mod:`storage_core.export.fernet_batch`, same tokens, ~1.2-1.6 us per value).
 The ``uri`` column always stays in clear, because validators look rows up by it.
 """
 
@@ -70,8 +70,9 @@ class FieldEncoder:
         """Encrypt every non-null value of string array ``values`` of column ``name``; nulls stay null.
 
         ``values`` may be a slice (non-zero offset), a ``large_string`` array (kept large) or a chunked
-        column (encoded chunk by chunk); string views come back as plain strings. Returns ``values`` itself when no key is set for ``name``. The tokens of one call share one
-        timestamp (read once, as ``Fernet.encrypt`` reads it per value).
+        column (encoded chunk by chunk); string views come back as plain strings. Returns ``values``
+        itself when no key is set for ``name``. The tokens of one call share one timestamp (read once,
+        as ``Fernet.encrypt`` reads it per value).
         """
         fernet = self.fernets.get(name)
         if fernet is None:

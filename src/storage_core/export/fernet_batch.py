@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 _HEADER = 25  # version byte, timestamp, IV
 _MAC = 32
-_BATCH_ROWS = 1 << 15  # rows per pass: keeps the working matrices in cache-friendly sizes
+_BATCH_ROWS = 1 << 13  # rows per pass: keeps the working matrices small enough for the caches (measured)
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
 _MAX_STRING_BYTES = 2**31 - 1
 
@@ -75,13 +75,19 @@ def _b64_rows(matrix: Any, used: int) -> Any:
     return out
 
 
+def _windows(array: Any, width: int) -> Any:
+    """Every ``width``-long run of the 1-d ``array`` as a row (overlapping, a view; writes go to ``array``)."""
+    step = array.strides[0]
+    return np.ndarray((len(array) - width + 1, width), array.dtype, array, strides=(step, step))
+
+
 class BatchFernet:
     """Encrypts many values with one Fernet key; holds only the key's two halves."""
 
     def __init__(self, signing_key: bytes, encryption_key: bytes) -> None:
         if len(signing_key) != 16 or len(encryption_key) != 16:
             raise ValueError("a Fernet key has a 16-byte signing half and a 16-byte encryption half")
-        self._ecb = Cipher(algorithms.AES(encryption_key), modes.ECB()).encryptor()
+        self._aes = algorithms.AES(encryption_key)
         self._mac = HMAC(signing_key, hashes.SHA256())
 
     @classmethod
@@ -151,21 +157,22 @@ class BatchFernet:
             return
         blocks = lengths[rows] // 16 + 1
         ivs = np.frombuffer(os.urandom(16 * len(rows)), dtype=np.uint8).reshape(len(rows), 16)
+        ecb = Cipher(self._aes, modes.ECB()).encryptor()  # one per pass: cipher contexts are not shared
         for block_count in np.unique(blocks).tolist():
             chosen = np.flatnonzero(blocks == block_count)
             group = rows[chosen]
-            text = self._encrypt_group(block_count, starts[group], lengths[group], data, ivs[chosen], timestamp)
+            text = self._encrypt_group(ecb, block_count, starts[group], lengths[group], data, ivs[chosen], timestamp)
             # Every token text and every offset is a multiple of 4 bytes: copy rows as uint32 words into
             # a window view of the output (each row writes only its own slot, so the overlap is harmless).
             words, width = out.view(np.uint32), text.shape[1] // 4
-            window = np.lib.stride_tricks.as_strided(words, shape=(len(words) - width + 1, width), strides=(4, 4))
+            window = _windows(words, width)
             window[out_offsets[group] // 4] = text.view(np.uint32)
 
-    def _encrypt_group(self, block_count: int, starts: Any, lengths: Any, data: Any, ivs: Any,
+    def _encrypt_group(self, ecb: Any, block_count: int, starts: Any, lengths: Any, data: Any, ivs: Any,
                        timestamp: bytes) -> Any:
         """Token text (n, width) for n rows that all pad to ``block_count`` AES blocks."""
         rows, size = len(starts), 16 * block_count
-        windows = np.lib.stride_tricks.sliding_window_view(data, size)[starts]
+        windows = _windows(data, size)[starts]
         pad = (size - lengths).astype(np.uint8)
         plain = np.where(np.arange(size) < lengths[:, None], windows, pad[:, None])  # PKCS7
         plain = plain.reshape(rows, block_count, 16)
@@ -177,13 +184,16 @@ class BatchFernet:
         previous = ivs
         for index in range(block_count):
             chained = np.bitwise_xor(plain[:, index], previous)
-            cipher = np.frombuffer(self._ecb.update(chained.tobytes()), dtype=np.uint8).reshape(rows, 16)
+            cipher = np.frombuffer(ecb.update(chained.tobytes()), dtype=np.uint8).reshape(rows, 16)
             token[:, _HEADER + 16 * index : _HEADER + 16 * (index + 1)] = cipher
             previous = cipher
         stride = token.shape[1]
         signed_bytes, copy = token.tobytes(), self._mac.copy  # short bytes slices hash fastest
-        macs = [(mac := copy()).update(signed_bytes[offset : offset + signed]) or mac.finalize()  # type: ignore[func-returns-value]
-                for offset in range(0, rows * stride, stride)]
+        macs = []
+        for offset in range(0, rows * stride, stride):
+            mac = copy()
+            mac.update(signed_bytes[offset : offset + signed])
+            macs.append(mac.finalize())
         token[:, signed : signed + _MAC] = np.frombuffer(b"".join(macs), dtype=np.uint8).reshape(rows, _MAC)
         inner = _b64_rows(token, signed + _MAC)
         inner_width = inner.shape[1]
