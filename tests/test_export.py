@@ -85,14 +85,31 @@ def test_columns_hold_the_decoded_post(tmp_path):
     assert checked == {"x", "reddit"}
 
 
-def test_scan_index_and_spill_paths_write_identical_chunks(miner_db, tmp_path):
+def _rows_by_uri(files) -> dict[str, dict]:
+    return {row["uri"]: row for staged in files for row in pq.read_table(staged.path).to_pylist()}
+
+
+def test_scan_index_and_memory_bound_paths_write_the_same_rows(miner_db, tmp_path):
     scan = export(miner_db.path, tmp_path / "scan", options=ExportOptions(scan_fraction=0.0))
     index = export(miner_db.path, tmp_path / "index", options=ExportOptions(scan_fraction=1.0, page_rows=97))
-    spill = export(miner_db.path, tmp_path / "spill", options=ExportOptions(memory_bytes=1, page_rows=200))
+    tight = export(miner_db.path, tmp_path / "tight", options=ExportOptions(memory_bytes=1, page_rows=200, row_group_rows=32))
     assert (scan.method, index.method) == ("scan", "index")
-    assert {f.sha256 for f in scan.files} == {f.sha256 for f in index.files} == {f.sha256 for f in spill.files}
-    assert scan.watermark == index.watermark == spill.watermark
-    assert not list((tmp_path / "spill").glob(".partition-*"))  # temporary files are gone
+    assert _rows_by_uri(scan.files) == _rows_by_uri(index.files) == _rows_by_uri(tight.files)
+    assert scan.watermark == index.watermark == tight.watermark
+    # With no memory to spare, buffered rows go out with every page: many row groups, the chunk still sorted.
+    assert sum(pq.ParquetFile(f.path).metadata.num_row_groups for f in tight.files) > len(tight.files)
+    for staged in tight.files:
+        uris = pq.read_table(staged.path, columns=["uri"]).column("uri").to_pylist()
+        assert uris == sorted(uris)
+    assert not [p for p in (tmp_path / "tight").iterdir() if p.name.startswith(".")]  # no temporary files
+
+
+def test_the_same_export_writes_the_same_files(miner_db, tmp_path):
+    """Content addressing makes a re-run after a crash land on the same names."""
+    options = ExportOptions(memory_bytes=64 * 1024, page_rows=300)
+    first = export(miner_db.path, tmp_path / "a", options=options)
+    again = export(miner_db.path, tmp_path / "b", options=options)
+    assert [f.sha256 for f in first.files] == [f.sha256 for f in again.files]
 
 
 def test_chunk_rows_bounds_each_file(miner_db, tmp_path):

@@ -7,6 +7,7 @@ from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -15,7 +16,7 @@ from storage_core.config import parse_config
 from storage_core.dispatch import Dispatcher
 from storage_core.export import ExportOptions
 from storage_core.export import ledger as ledger_module
-from storage_core.export.digests import DigestLog, split, uri_digest
+from storage_core.export.digests import DigestLog, page_digests, split, uri_digest
 from storage_core.export import sqlite_source
 from storage_core.export.round import run_upload_round
 from storage_core.export.spool import Spool
@@ -239,16 +240,19 @@ def test_a_ledger_from_before_bucket_records_is_baselined_then_tracked(world):
 
 
 def test_digest_log_spills_past_its_memory_bound_and_keeps_every_digest(tmp_path):
-    rows = [(f"https://x.com/u/status/{i}", "", 2, "NULL", b"", 0, 500_000 + i % 7) for i in range(1_000)]
+    uris = [f"https://x.com/u/status/{i}" for i in range(1_000)]
+    buckets = [500_000 + i % 7 for i in range(1_000)]
     log = DigestLog(tmp_path, memory_bytes=256)
     for start in range(0, 1_000, 50):
-        log.add_page(rows[start : start + 50])
+        page_uris, page_buckets = uris[start : start + 50], buckets[start : start + 50]
+        log.add_digests(page_digests(pa.array(page_uris), pa.array(page_buckets)), len(page_uris))
     frames = list(log.frames())
     assert len(frames) > 7  # spilled: buckets appear in several frames
     got: dict[int, set[bytes]] = {}
     for bucket, blob in frames:
         got.setdefault(bucket, set()).update(split(blob))
-    assert got == {b: {uri_digest(r[0]) for r in rows if r[6] == b} for b in range(500_000, 500_007)}
+    expected = {b: {uri_digest(u) for u, ub in zip(uris, buckets) if ub == b} for b in range(500_000, 500_007)}
+    assert got == expected
     log.close()
     assert list(log.frames()) == []
 

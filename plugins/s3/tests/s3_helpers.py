@@ -37,7 +37,7 @@ def post_upload(grant: dict[str, Any], content: bytes, fields: dict[str, str] | 
 
 
 def big_chunk(directory: Path, megabytes: float, seed: int = 0, source: str = "x") -> StagedFile:
-    """A valid chunk of about ``megabytes`` MB of incompressible text (for multipart paths)."""
+    """A valid chunk of about ``megabytes`` MB of random hex text (for multipart paths; sized for zstd)."""
     rows = max(1, int(megabytes * 1024 * 1024 / 1150))
     day = datetime(2026, 11, 20, tzinfo=UTC)
     times = [day + timedelta(seconds=i % 86_000) for i in range(rows)]
@@ -58,7 +58,7 @@ def big_chunk(directory: Path, megabytes: float, seed: int = 0, source: str = "x
         },
         schema=schema_for(source),
     )
-    return write_chunk(table, source, directory)
+    return write_chunk(table, source, directory, compression="zstd")
 
 
 def wait_until(deadline_s: float) -> None:

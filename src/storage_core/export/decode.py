@@ -1,7 +1,8 @@
 """Decode the miner's content JSON into the columns of the batch schema, a page at a time.
 
-The fast path hands a whole page to Arrow's multi-threaded JSON reader, which builds the columns
-without creating a Python object per value (the costly part of a Python pipeline). msgspec is the
+The fast path (``decode_page``) hands a whole one-source page, as read into Arrow, to Arrow's JSON
+reader, which builds the columns without creating a Python object per value (the costly part of a
+Python pipeline); the stored columns (uri, datetime, label, size) stay Arrow arrays throughout. msgspec is the
 judge of what is valid: the structs below mirror the subnet's ``XContent`` and ``RedditContent``
 (unknown fields ignored). When Arrow rejects a page, or a required field is missing, msgspec decodes
 that page row by row so that only the bad rows are skipped, each with its URI and the reason.
@@ -13,7 +14,6 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import io
 from array import array
 
 import attrs
@@ -23,7 +23,6 @@ import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
 from storage_core.export.encoding import FieldEncoder
-from storage_core.export.sqlite_source import SourceRow
 from storage_core.schema import SOURCE_IDS, TIMESTAMP, schema_for
 
 
@@ -113,8 +112,8 @@ def _json_options(source: str) -> pa_json.ParseOptions:
 
 
 _PARSE_OPTIONS = {source: _json_options(source) for source in _JSON_COLUMNS}
-# One thread: the export already runs the SQLite reader beside the parser, on a 2-core class of machine.
-_READ_OPTIONS = pa_json.ReadOptions(use_threads=False, block_size=1 << 22)
+#: One thread: the export already runs the SQLite reader and the chunk writer beside the parser.
+_MIN_BLOCK_BYTES = 1 << 20
 
 
 def _arrow_columns(source: str, contents: Sequence[bytes]) -> dict[str, pa.Array] | None:
@@ -123,11 +122,20 @@ def _arrow_columns(source: str, contents: Sequence[bytes]) -> dict[str, pa.Array
         data = b"\n".join(contents)
     except TypeError:
         return None  # content stored as text, not a blob: msgspec takes both
+    if not all(content[:1] == b"{" and content.rstrip(b"\n")[-1:] == b"}" for content in contents):
+        return None  # see _one_object_each
+    return _parse_lines(source, pa.py_buffer(data), len(contents))
+
+
+def _parse_lines(source: str, data: pa.Buffer, rows: int) -> dict[str, pa.Array] | None:
+    """Parse ``rows`` newline-separated posts; None unless every row is one valid line."""
     try:
-        table = pa_json.read_json(io.BytesIO(data), read_options=_READ_OPTIONS, parse_options=_PARSE_OPTIONS[source])
+        # One block for the whole page: each column comes out as one array, with no copy to join blocks.
+        options = pa_json.ReadOptions(use_threads=False, block_size=max(_MIN_BLOCK_BYTES, data.size + 1))
+        table = pa_json.read_json(pa.BufferReader(data), read_options=options, parse_options=_PARSE_OPTIONS[source])
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
         return None
-    if table.num_rows != len(contents):
+    if table.num_rows != rows:
         return None  # a row spans several lines (pretty-printed) or none: msgspec sorts it out
     columns = {_JSON_COLUMNS[source][name]: table.column(name).combine_chunks() for name in table.column_names}
     if any(columns[name].null_count for name in _REQUIRED[source]):
@@ -177,6 +185,79 @@ def _timestamps(texts: list[str]) -> pa.Array:
             value = datetime.fromisoformat(text)
             values.append(value if value.tzinfo else value.replace(tzinfo=UTC))
         return pa.array(values, TIMESTAMP)
+
+
+#: One stored row as a tuple, in ``sqlite_source.PAGE_COLUMNS`` order (the slow path's unit):
+#: ``(uri, datetime text, source, label, content bytes, contentSizeBytes, timeBucketId)``.
+SourceRow = tuple
+
+
+def decode_page(
+    source: str, page: pa.Table, encoder: FieldEncoder | None = None
+) -> tuple[pa.Table | None, list[SkippedRow]]:
+    """The chunk-schema table of a page read into Arrow (all rows of one ``source``), and the skipped rows.
+
+    Fast path: the contents joined by newlines go to Arrow's JSON reader in one call. Anything it
+    cannot vouch for (a bad row, a missing field, a naive datetime) goes row by row through
+    ``rows_to_table``, which names every skipped row.
+    """
+    # Each content ends with a newline (see sqlite_source.PAGE_COLUMNS): the values buffer is JSON lines.
+    content = page.column("content").combine_chunks()
+    _validity, offsets, lines = content.buffers()
+    columns = None
+    if page.num_rows and lines is not None and _one_object_each(content):
+        positions = memoryview(offsets).cast("i")
+        start, end = positions[content.offset], positions[content.offset + len(content)]
+        columns = _parse_lines(source, lines.slice(start, end - start), page.num_rows)
+    if columns is not None:
+        datetimes = _arrow_timestamps(page.column("datetime").combine_chunks())
+        if datetimes is not None:
+            label = page.column("label").combine_chunks()
+            stored = {
+                "uri": page.column("uri").combine_chunks(),
+                "datetime": datetimes,
+                "source": pa.repeat(_strings([source])[0], page.num_rows),
+                "label": pc.if_else(pc.equal(label, _NULL_LABEL), pa.nulls(page.num_rows, pa.string()), label),
+                "content_size_bytes": page.column("content_size_bytes").combine_chunks(),
+            }
+            return _with_encoding(source, {**stored, **columns}, encoder), []
+    rows = list(zip(*(page.column(name).to_pylist() for name in page.column_names)))
+    return rows_to_table(source, rows, encoder)
+
+
+def text_scalar(value: str) -> pa.Scalar:
+    """A string scalar made from buffers: ``pa.scalar`` (like ``pa.array``) imports pandas when installed."""
+    return _strings([value])[0]
+
+
+def int_scalar(value: int) -> pa.Scalar:
+    """An int64 scalar made from buffers (see ``text_scalar``)."""
+    return _int64s([value])[0]
+
+
+_NULL_LABEL = text_scalar("NULL")
+_OPEN = pa.Array.from_buffers(pa.binary(), 1, [None, pa.py_buffer(array("i", [0, 1])), pa.py_buffer(b"{")])[0]
+_CLOSE = pa.Array.from_buffers(pa.binary(), 1, [None, pa.py_buffer(array("i", [0, 1])), pa.py_buffer(b"}")])[0]
+
+
+def _one_object_each(content: pa.Array) -> bool:
+    """Whether every content starts with "{" and ends with "}" (before its newline).
+
+    Arrow's reader counts values, not lines: a row holding two posts next to an empty row would still
+    give one value per row, each the wrong row's. A row that starts with "{" starts a new object (it
+    cannot continue the previous row's, which ended with "}": JSON allows no "{" there), so with this
+    check and equal counts every row is exactly one object; anything else takes the row-by-row path.
+    """
+    first = pc.binary_slice(content, 0, 1)
+    last = pc.binary_slice(content, -2, -1)
+    return bool(pc.all(pc.and_(pc.equal(first, _OPEN), pc.equal(last, _CLOSE))).as_py())
+
+
+def _arrow_timestamps(texts: pa.Array) -> pa.Array | None:
+    try:
+        return texts.cast(TIMESTAMP)
+    except pa.ArrowInvalid:
+        return None  # naive or odd values: the row path parses them in Python
 
 
 def rows_to_table(
@@ -235,12 +316,18 @@ def _table(source: str, rows: Sequence[SourceRow], posts: dict, encoder: FieldEn
         "content_size_bytes": _int64s([row[5] for row in rows]),
         **posts,
     }
+    return _with_encoding(source, columns, encoder)
+
+
+def _with_encoding(source: str, columns: dict[str, object], encoder: FieldEncoder | None) -> pa.Table:
+    """The table of ``columns`` in schema order, with the encoder's fields encrypted."""
     if encoder is not None:
         for name in encoder.fields:
             values: Any = columns[name]
             if isinstance(values, pa.Array):
-                values = values.to_pylist()
-            columns[name] = _optional_strings(encoder.encode_column(name, values))
+                columns[name] = encoder.encode_array(name, values)
+            else:
+                columns[name] = _optional_strings(encoder.encode_column(name, values))
     schema = schema_for(source)
     arrays = [columns[field.name] for field in schema]
     if all(isinstance(column, pa.Array) for column in arrays):

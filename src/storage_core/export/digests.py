@@ -10,9 +10,12 @@ from __future__ import annotations
 import hashlib
 import struct
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO
+
+import pyarrow as pa
+import pyarrow.compute as pc
 
 DIGEST_BYTES = 8
 
@@ -34,6 +37,21 @@ def join(digests: Iterable[bytes]) -> bytes:
 _FRAME = struct.Struct("<qI")  # bucket, blob length
 
 
+def page_digests(uris: pa.Array | pa.ChunkedArray, buckets: pa.Array | pa.ChunkedArray) -> dict[int, bytes]:
+    """The digests of a page's URIs, concatenated per hour bucket (rows grouped by bucket in Arrow)."""
+    order = pc.sort_indices(buckets)
+    values = pc.take(uris, order).cast(pa.binary()).to_pylist()
+    digest = hashlib.blake2b
+    blob = b"".join([digest(value, digest_size=DIGEST_BYTES).digest() for value in values])
+    grouped: dict[int, bytes] = {}
+    start = 0
+    for entry in pc.value_counts(pc.take(buckets, order)).to_pylist():
+        end = start + entry["counts"] * DIGEST_BYTES
+        grouped[entry["values"]] = blob[start:end]
+        start = end
+    return grouped
+
+
 class DigestLog:
     """The digests of the rows one export read, per hour bucket, in bounded memory.
 
@@ -50,16 +68,16 @@ class DigestLog:
         self._file: IO[bytes] | None = None
         self.rows = 0
 
-    def add_page(self, page: Sequence[tuple]) -> None:
-        """Note every row of a page (``row[0]`` is the URI, ``row[6]`` the hour bucket)."""
-        buffers = self._buffers
-        for row in page:
-            buffer = buffers.get(row[6])
+    def add_digests(self, digests: Mapping[int, bytes], rows: int) -> None:
+        """Add a page's digests as made by ``page_digests`` (which may run on another thread)."""
+        for bucket, blob in digests.items():
+            buffer = self._buffers.get(bucket)
             if buffer is None:
-                buffer = buffers[row[6]] = bytearray()
-            buffer += uri_digest(row[0])
-        self.rows += len(page)
-        self._held += len(page) * DIGEST_BYTES
+                self._buffers[bucket] = bytearray(blob)
+            else:
+                buffer += blob
+        self.rows += rows
+        self._held += rows * DIGEST_BYTES
         if self._held >= self._limit:
             self._spill()
 

@@ -4,8 +4,9 @@ One export covers the rows after the watermark ``since`` up to ``upper``, the la
 bucket chosen before reading starts: rows the miner writes meanwhile with later timestamps wait for
 the next export. The new watermark is ``upper`` plus the URIs exported at exactly ``upper``. Reading picks the cheaper of two plans: a few new
 rows go through the miner's hour-bucket index; many go through one sequential pass in primary-key
-order. A background thread reads the next page while the current one is decoded (sqlite3 releases the
-GIL while it steps), and memory stays bounded by the page size and the partitioner's budget.
+order, one source at a time. Pages are read straight into Arrow (``arrow_queries``) by a background thread
+while the current one is decoded and a writer thread encodes chunks, so the three overlap; memory stays
+bounded by the page size and the partitioner's budget.
 """
 
 from __future__ import annotations
@@ -15,18 +16,20 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TypeVar
 
 import attrs
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from storage_core.export.decode import SkippedRow, rows_to_table, source_name
-from storage_core.export.digests import DigestLog
+from storage_core.chunks import COMPRESSION, COMPRESSIONS, ROW_GROUP_ROWS
+from storage_core.export.decode import SkippedRow, decode_page, int_scalar, source_name, text_scalar
+from storage_core.export.digests import DigestLog, page_digests
 from storage_core.export.encoding import FieldEncoder
 from storage_core.export.partition import Partitioner, release_free_memory
-from storage_core.export.sqlite_source import MinerDatabase, SourceRow
+from storage_core.export.sqlite_source import MinerDatabase
 from storage_core.export.watermark import Watermark
 from storage_core.values import StagedFile
 
@@ -41,10 +44,11 @@ T = TypeVar("T")
 class ExportOptions:
     """Knobs of one export; the defaults keep peak memory well under 256 MiB."""
 
-    page_rows: int = 4_000  # rows per SQLite query (one short read transaction each)
-    chunk_rows: int = 32_768  # most rows in one chunk file (two 16k-row groups; ~35 MB in memory)
-    memory_bytes: int = 16 * 2**20  # Arrow buffers held before spilling to temporary files
-    writers: int = 1  # threads encoding chunks at the end (2 is faster but peaks ~50 MB higher)
+    page_rows: int = 4_096  # rows per SQLite query (one short read transaction each; ~4 MB of posts)
+    chunk_rows: int = 32_768  # most rows in one chunk file
+    row_group_rows: int = ROW_GROUP_ROWS  # most rows in one row group (fewer when memory is short)
+    compression: str = attrs.field(default=COMPRESSION, validator=attrs.validators.in_(COMPRESSIONS))  # parquet codec
+    memory_bytes: int = 24 * 2**20  # decoded rows buffered across all (source, day) streams
     encoder: FieldEncoder | None = None  # optional Fernet encoding of url / username
     max_rows: int | None = None  # stop at the hour bucket where this many rows are reached (back-pressure)
     scan_fraction: float = 0.1  # above this share of the table, one sequential scan beats index lookups
@@ -107,7 +111,7 @@ def plan_export(database: MinerDatabase, since: Watermark | None, options: Expor
     return ExportPlan(since, upper, chosen, expected, chosen == counts[-1][0], method)
 
 
-def _prefetch(pages: Iterator[T], depth: int = 2) -> Iterator[T]:
+def _prefetch(pages: Iterator[T], depth: int = 2) -> Generator[T, None, None]:
     """Run ``pages`` in a thread, ``depth`` items ahead; errors are re-raised in the consumer."""
     slots: queue.Queue = queue.Queue(maxsize=depth)
     done = object()
@@ -187,13 +191,16 @@ def export(
             assert plan.last_bucket is not None  # set whenever upper is
             pages = database.iter_index_pages(since, plan.upper, plan.last_bucket, options.page_rows)
         at_upper: list[str] = []  # URIs read at exactly the upper datetime: they join the watermark
+        upper_text = text_scalar(plan.upper)
 
-        def on_page(page: list[SourceRow], rows_read: int) -> None:
-            at_upper.extend(row[0] for row in page if row[1] == plan.upper)
+        def on_page(page: pa.Table, rows_read: int) -> None:
+            at_upper.extend(page.filter(pc.equal(page.column("datetime"), upper_text)).column("uri").to_pylist())
             if progress is not None:
                 progress(rows_read, max(plan.expected_rows, rows_read))
 
-        converted = convert_pages(_prefetch(pages), Path(directory), options, on_page)
+        # Closed before the database: the reader thread must be done with the connection first.
+        with contextlib.closing(_prefetch(pages, depth=2)) as prefetched:
+            converted = convert_pages(prefetched, Path(directory), options, on_page)
     carried = since.uris if since is not None and since.text == plan.upper else ()
     watermark = Watermark(plan.upper, carried + tuple(at_upper))
     elapsed = time.monotonic() - started
@@ -237,36 +244,34 @@ class Converted:
 
 
 def convert_pages(
-    pages: Iterable[list[SourceRow]],
+    pages: Iterable[pa.Table],
     directory: Path,
     options: ExportOptions,
-    on_page: Callable[[list[SourceRow], int], None] | None = None,
+    on_page: Callable[[pa.Table, int], None] | None = None,
 ) -> Converted:
     """Decode and partition pages of rows into chunks in ``directory`` (the one path every export takes).
 
     Every row read, kept or skipped, has its URI digest noted under its hour bucket: the ledger records
     them so the late-row check neither exports a row twice nor retries an undecodable one forever.
     """
-    partitioner = Partitioner(
-        directory, chunk_rows=options.chunk_rows, memory_bytes=options.memory_bytes, writers=options.writers
-    )
+    partitioner = Partitioner(directory, chunk_rows=options.chunk_rows, memory_bytes=options.memory_bytes,
+                              row_group_rows=options.row_group_rows, compression=options.compression)
     done = Converted(bucket_digests=DigestLog(directory, options.digest_memory_bytes))
     try:
         for page in pages:
-            done.rows_read += len(page)
-            done.bucket_digests.add_page(page)
-            for source, rows, page_skips in _by_source(page):
-                if rows:
-                    table, failures = rows_to_table(source, rows, options.encoder)
-                    page_skips = page_skips + failures
-                    if table is not None:
-                        partitioner.add(source, table)
-                        done.rows += table.num_rows
-                done.skipped_count += len(page_skips)
-                done.skipped.extend(page_skips[: max(0, options.max_reported_skips - len(done.skipped))])
+            decoded = decode_sources(page, options.encoder)
+            done.rows_read += page.num_rows
+            done.bucket_digests.add_digests(decoded.digests, page.num_rows)
+            for source, table in decoded.tables:
+                partitioner.add(source, table)
+                done.rows += table.num_rows
+            done.skipped_count += len(decoded.skipped)
+            done.skipped.extend(decoded.skipped[: max(0, options.max_reported_skips - len(done.skipped))])
             if on_page is not None:
                 on_page(page, done.rows_read)
-            release_free_memory()  # freed page objects otherwise linger in malloc arenas (~5 us)
+            del page, decoded
+            if done.rows_read // options.page_rows % 32 == 0:
+                release_free_memory()  # now and then: freed pages otherwise linger in malloc arenas
         done.files = partitioner.finish()
     except BaseException:
         partitioner.discard()
@@ -275,14 +280,51 @@ def convert_pages(
     return done
 
 
-def _by_source(page: list[SourceRow]) -> Iterator[tuple[str, list[SourceRow], list[SkippedRow]]]:
-    """Split a page by source, keeping order; rows of an unknown source are skipped."""
-    groups: dict[int, list[SourceRow]] = {}
-    for row in page:
-        groups.setdefault(row[2], []).append(row)
-    for number, rows in groups.items():
+@attrs.frozen
+class DecodedPage:
+    """One page made ready for the partitioner: its tables per source, skipped rows and URI digests."""
+
+    tables: list[tuple[str, pa.Table]]
+    skipped: list[SkippedRow]
+    digests: dict[int, bytes]
+
+
+def decode_sources(page: pa.Table, encoder: FieldEncoder | None) -> DecodedPage:
+    """Decode every source of a page and digest its URIs."""
+    tables: list[tuple[str, pa.Table]] = []
+    skipped: list[SkippedRow] = []
+    for source, rows, page_skips in _by_source(page):
+        skipped.extend(page_skips)
+        if rows is not None:
+            table, failures = decode_page(source, rows, encoder)
+            skipped.extend(failures)
+            if table is not None:
+                tables.append((source, table))
+    digests = page_digests(page.column("uri"), page.column("bucket"))
+    return DecodedPage(tables, skipped, digests)
+
+
+def _by_source(page: pa.Table) -> Iterator[tuple[str, pa.Table | None, list[SkippedRow]]]:
+    """Split a page by source; unknown sources are skipped.
+
+    A scan page is in uri order and URIs start with the source's host, so its sources come in a run
+    or two: those are sliced (no copy). A page that mixes them more (the index path) is filtered.
+    """
+    sources = page.column("source").combine_chunks()
+    runs = pc.run_end_encode(sources)
+    ends = runs.run_ends.to_pylist()
+    groups: list[tuple[int, pa.Table]]
+    if len(ends) <= 4:
+        starts = [0, *ends[:-1]]
+        groups = [(number, page.slice(start, end - start))
+                  for number, start, end in zip(runs.values.to_pylist(), starts, ends)]
+    else:
+        groups = [(number, page.filter(pc.equal(sources, int_scalar(number))))
+                  for number in sorted(pc.unique(sources).to_pylist())]
+    for number, rows in groups:
         name = source_name(number)
         if name is None:
-            yield "unknown", [], [SkippedRow(row[0], f"unknown DataEntity.source {number}") for row in rows]
+            reason = f"unknown DataEntity.source {number}"
+            yield "unknown", None, [SkippedRow(uri, reason) for uri in rows.column("uri").to_pylist()]
         else:
             yield name, rows, []

@@ -24,10 +24,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import pyarrow as pa
+
 from storage_core.export import digests
 from storage_core.export.exporter import ExportOptions, ExportResult, _returning_memory_pool, convert_pages
 from storage_core.export.ledger import Ledger
-from storage_core.export.sqlite_source import MinerDatabase, SourceRow
+from storage_core.export.sqlite_source import MinerDatabase
 from storage_core.export.watermark import Watermark
 
 log = logging.getLogger(__name__)
@@ -101,12 +103,20 @@ def export_late_rows(
     return converted.result(since, since, complete, "late", elapsed, bucket_keep=keep)
 
 
-def _behind(pages: Iterator[list[SourceRow]], since: Watermark) -> Iterator[list[SourceRow]]:
+def _behind(pages: Iterator[pa.Table], since: Watermark) -> Iterator[pa.Table]:
     """Only rows the incremental export will not read (a bucket id at odds with its datetime is left to it)."""
     for page in pages:
-        kept = [row for row in page if row[1] < since.text or (row[1] == since.text and row[0] in since.uris)]
-        if kept:
+        texts = page.column("datetime").to_pylist()
+        uris = page.column("uri").to_pylist()
+        mask = [text < since.text or (text == since.text and uri in since.uris) for text, uri in zip(texts, uris)]
+        kept = page.filter(_booleans(mask))
+        if kept.num_rows:
             yield kept
+
+
+def _booleans(values: list[bool]) -> pa.Array:
+    """A boolean array built from bytes (``pa.array`` imports pandas when it is installed)."""
+    return pa.Array.from_buffers(pa.uint8(), len(values), [None, pa.py_buffer(bytes(values))]).cast(pa.bool_())
 
 
 def _baseline(database: MinerDatabase, ledger: Ledger, watermark_bucket: int) -> None:

@@ -1,12 +1,14 @@
-"""Route decoded rows into one-source, one-day chunks with bounded memory.
+"""Route decoded rows into one-source, one-day chunks, written while the rows still arrive.
 
 Rows arrive in any order (the fastest read of the miner table is in primary-key order, which mixes
-days). Each source's rows are buffered in Arrow; when the buffers pass the memory budget they are cut
-by UTC day and appended to one temporary Arrow IPC file per (source, day) next to the spool (a plain
-copy of the buffers), and dropped. At the end each (source, day) is read back at most ``chunk_rows``
-at a time, sorted by ``uri`` (so a checker's row-group statistics on ``uri`` skip most of a file) and
-written as a content-addressed chunk. Memory holds about twice the budget, plus the pieces being
-written; never a whole day or a whole export.
+days). Each (source, UTC day) is a stream with its own chunk file open; a stream's buffered rows are
+written as one row group when they reach ``row_group_rows``, or earlier when all buffers together
+pass the memory budget (the biggest stream goes first). A writer thread encodes the row groups
+(Parquet encoding releases the GIL), so writing overlaps reading and decoding; a chunk is sealed as
+soon as it holds ``chunk_rows`` rows. Memory holds the budget plus two row groups, never a day.
+
+Row groups are sorted by ``uri``; in a primary-key scan every stream receives its rows in ``uri``
+order, so a whole chunk is sorted and a checker's row-group statistics on ``uri`` skip most of it.
 """
 
 from __future__ import annotations
@@ -14,18 +16,18 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
-import os
-import shutil
+import queue
 import threading
-import uuid
+from array import array
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+import attrs
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
-from storage_core.chunks import write_chunk
+from storage_core.chunks import COMPRESSION, ROW_GROUP_ROWS, open_chunk, seal_chunk
 from storage_core.values import StagedFile
 
 log = logging.getLogger(__name__)
@@ -44,147 +46,232 @@ def _load_malloc_trim() -> Callable[[], None]:
 release_free_memory = _load_malloc_trim()
 
 
-def _by_day(table: pa.Table) -> Iterator[tuple[str, pa.Table]]:
-    """Slices of ``table``, one per UTC day of its ``datetime`` column (one sort, one take)."""
+def _by_day(table: pa.Table) -> tuple[pa.Table, list[tuple[str, pa.Table]]]:
+    """``table`` with its rows grouped by UTC day of ``datetime``, and ``(day, rows)`` slices of it.
+
+    Rows of a day keep their order (the sort is stable). One ``take`` per page: a take per day costs
+    a call per column per day, which dominated when a page spans a month.
+    """
     days = pc.cast(table.column("datetime"), pa.date32())
     bounds = pc.min_max(days)
     if bounds["min"] == bounds["max"]:
-        yield bounds["min"].as_py().isoformat(), table
-        return
+        return table, [(bounds["min"].as_py().isoformat(), table)]
     order = pc.sort_indices(days)
     table = table.take(order)
-    start = 0
+    parts, start = [], 0
     for entry in pc.value_counts(days.take(order)).to_pylist():
-        yield entry["values"].isoformat(), table.slice(start, entry["counts"])
+        parts.append((entry["values"].isoformat(), table.slice(start, entry["counts"])))
         start += entry["counts"]
+    return table, parts
 
 
-class _Spill:
-    __slots__ = ("path", "writer", "rows")
+def _sorted_by_uri(table: pa.Table) -> pa.Table:
+    """``table`` sorted by uri (unchanged when it already is, as in a primary-key scan)."""
+    uris = table.column("uri")
+    rows = table.num_rows
+    if rows < 2 or pc.all(pc.less_equal(uris.slice(0, rows - 1), uris.slice(1))).as_py():
+        return table
+    return table.sort_by("uri")
 
-    def __init__(self, path: Path, schema: pa.Schema) -> None:
-        self.path = path
-        self.writer = pa.ipc.new_file(str(path), schema)
-        self.rows = 0
+
+@attrs.define(eq=False)
+class _Held:
+    """A table that buffered parts are slices of: its memory is held until the last part is written."""
+
+    nbytes: int
+    parts: int = 0
+
+
+@attrs.define
+class _Stream:
+    """The buffered rows of one (source, day): slices of held tables."""
+
+    source: str
+    day: str
+    parts: list[tuple[pa.Table, _Held]] = attrs.Factory(list)
+    rows: int = 0
 
 
 class Partitioner:
-    """Collect tables of one source each; ``finish()`` writes the chunks and returns them."""
+    """Collect tables of one source each; ``finish()`` writes what is left and returns every chunk.
 
-    def __init__(self, directory: Path, *, chunk_rows: int, memory_bytes: int, writers: int = 2) -> None:
-        self.directory = Path(directory)
-        self.chunk_rows = chunk_rows
+    Buffered parts are slices that keep their whole page alive, so memory is counted per page: when
+    the pages still referenced pass ``memory_bytes``, every stream lets go of them, the ones with
+    rows enough for a row group by writing it, the small ones by copying their few rows.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        chunk_rows: int,
+        memory_bytes: int,
+        row_group_rows: int = ROW_GROUP_ROWS,
+        compression: str = COMPRESSION,
+    ) -> None:
         self.memory_bytes = memory_bytes
-        self.writers = writers
-        self._buffers: dict[str, list[pa.Table]] = {}
-        self._buffered = 0
-        self._spills: dict[tuple[str, str], _Spill] = {}
-        self._temporary = self.directory / f".partition-{uuid.uuid4().hex}"
+        self.row_group_rows = max(1, min(row_group_rows, chunk_rows))
+        self.small_rows = max(1, self.row_group_rows // 16)
+        self._streams: dict[tuple[str, str], _Stream] = {}
+        self._held = 0
+        self._writer = _ChunkWriter(Path(directory), chunk_rows, self.row_group_rows, compression)
 
     def add(self, source: str, table: pa.Table) -> None:
-        """Add rows of ``source`` (any days, any order)."""
-        self._buffers.setdefault(source, []).append(table)
-        self._buffered += table.nbytes
-        if self._buffered > self.memory_bytes:
-            self._spill()
+        """Add rows of ``source`` (any days, any order); may block while the writer catches up."""
+        grouped, parts = _by_day(table)
+        held = _Held(grouped.nbytes)  # the slices keep all of it alive
+        self._held += held.nbytes
+        for day, part in parts:
+            stream = self._streams.get((source, day))
+            if stream is None:
+                stream = self._streams[(source, day)] = _Stream(source, day)
+            stream.parts.append((part, held))
+            stream.rows += part.num_rows
+            held.parts += 1
+            if stream.rows >= self.row_group_rows:
+                self._flush(stream)
+        if self._held > self.memory_bytes:
+            for stream in self._streams.values():
+                if stream.rows >= self.small_rows:
+                    self._flush(stream)
+                elif stream.parts:
+                    self._compact(stream)
 
-    def _spill(self) -> None:
-        """Append every buffered row to its (source, day) temporary file and drop the buffers."""
-        self._temporary.mkdir(parents=True, exist_ok=True)
-        for source, tables in self._buffers.items():
-            for day, part in _by_day(pa.concat_tables(tables)):
-                spill = self._spills.get((source, day))
-                if spill is None:
-                    spill = self._spills[(source, day)] = _Spill(
-                        self._temporary / f"{source}-{day}.arrow", part.schema
-                    )
-                spill.writer.write_table(part)
-                spill.rows += part.num_rows
-        self._buffers.clear()
-        self._buffered = 0
-        release_free_memory()
+    def _release(self, stream: _Stream) -> pa.Table:
+        """Take a stream's buffered rows as one table, letting go of the pages they were slices of."""
+        table = pa.concat_tables([part for part, _held in stream.parts])
+        for _part, held in stream.parts:
+            held.parts -= 1
+            if held.parts == 0:
+                self._held -= held.nbytes
+        stream.parts, stream.rows = [], 0
+        return table
 
-    def _piece_size(self, rows: int) -> int:
-        """Even pieces of at most ``chunk_rows`` rows (never a 3-row tail chunk)."""
-        pieces = max(1, -(-rows // self.chunk_rows))
-        return max(1, -(-rows // pieces))
+    def _compact(self, stream: _Stream) -> None:
+        """Copy a small stream's rows out of the pages they keep alive."""
+        rows = stream.rows
+        table = self._release(stream)
+        every_row = pa.Array.from_buffers(pa.int64(), rows, [None, pa.py_buffer(array("q", range(rows)))])
+        copy = table.take(every_row)  # a copy that owns its buffers
+        held = _Held(copy.nbytes, parts=1)
+        self._held += held.nbytes
+        stream.parts, stream.rows = [(copy, held)], rows
 
-    def _pieces(self) -> Iterator[tuple[str, pa.Table]]:
-        """``(source, rows)`` pieces in (source, day) order, each at most ``chunk_rows`` rows."""
-        if not self._spills:  # everything fit in memory: no temporary files at all
-            groups: dict[tuple[str, str], list[pa.Table]] = {}
-            for source, tables in self._buffers.items():
-                for day, part in _by_day(pa.concat_tables(tables)):
-                    groups.setdefault((source, day), []).append(part)
-            self._buffers.clear()
-            for (source, _day), parts in sorted(groups.items()):
-                table = pa.concat_tables(parts)
-                size = self._piece_size(table.num_rows)
-                for start in range(0, table.num_rows, size):
-                    yield source, table.slice(start, size)
-            return
-        self._spill()
-        for (source, _day), spill in sorted(self._spills.items()):
-            spill.writer.close()
-            size = self._piece_size(spill.rows)
-            with pa.OSFile(str(spill.path)) as handle:  # read a piece at a time, never the whole day
-                reader = pa.ipc.open_file(handle)
-                pending: list[pa.RecordBatch] = []
-                count = 0
-                for index in range(reader.num_record_batches):
-                    batch = reader.get_batch(index)
-                    pending.append(batch)
-                    count += batch.num_rows
-                    while count >= size:
-                        table = pa.Table.from_batches(pending)
-                        yield source, table.slice(0, size)
-                        rest = table.slice(size)
-                        pending, count = rest.to_batches(), rest.num_rows
-                        del table, rest
-                if count:
-                    yield source, pa.Table.from_batches(pending)
-            os.unlink(spill.path)
+    def _flush(self, stream: _Stream) -> None:
+        """Hand a stream's buffered rows to the writer, as row groups of at most ``row_group_rows``."""
+        table = self._release(stream)
+        for start in range(0, table.num_rows, self.row_group_rows):
+            self._writer.put((stream.source, stream.day), _sorted_by_uri(table.slice(start, self.row_group_rows)))
 
     def finish(self) -> list[StagedFile]:
-        """Write every (source, day) as chunks and remove the temporary files."""
-        futures: list[Future[StagedFile]] = []
-        # Parquet encoding releases the GIL: two writers keep both cores busy, and at most
-        # ``writers`` pieces (plus the one being prepared) are in memory at once.
-        slots = threading.Semaphore(self.writers)
-
-        def write(piece: pa.Table, source: str) -> StagedFile:
-            try:
-                return write_chunk(piece, source, self.directory)
-            finally:
-                del piece
-                release_free_memory()  # the writer threads' malloc arenas would otherwise keep ~60 MB
-                slots.release()
-
+        """Write every buffered row, seal every chunk, and return them in (source, day) order."""
         try:
-            if self.writers <= 1:  # one piece in memory at a time: the lowest peak
-                staged = []
-                for source, piece in self._pieces():
-                    staged.append(write_chunk(piece.sort_by("uri"), source, self.directory))
-                    del piece
-                    release_free_memory()
-                return staged
-            with ThreadPoolExecutor(self.writers, thread_name_prefix="storage-core-chunk-writer") as pool:
-                for source, piece in self._pieces():
-                    slots.acquire()
-                    futures.append(pool.submit(write, piece.sort_by("uri"), source))
-                    del piece
-            return [future.result() for future in futures]
-        finally:
+            for key in sorted(self._streams):
+                if self._streams[key].rows:
+                    self._flush(self._streams[key])
+            self._streams.clear()
+            files = self._writer.close()
+        except BaseException:
             self.discard()
+            raise
+        return sorted(files, key=lambda f: (f.source, f.date, f.min_datetime, f.sha256))
 
     def discard(self) -> None:
-        """Drop buffers and temporary files (after an error or when done)."""
-        for spill in self._spills.values():
+        """Drop buffers and unsealed chunk files (after an error)."""
+        self._streams.clear()
+        self._held = 0
+        self._writer.abort()
+
+
+@attrs.define
+class _OpenChunk:
+    path: Path
+    writer: pq.ParquetWriter
+    rows: int = 0
+
+
+_STOP = object()
+
+
+class _ChunkWriter:
+    """A thread that appends row groups to each stream's open chunk and seals full ones.
+
+    The queue holds one job, so the partitioner waits (back-pressure) rather than piling up row groups;
+    after an error the thread keeps draining the queue so that ``put`` never blocks forever.
+    """
+
+    def __init__(self, directory: Path, chunk_rows: int, row_group_rows: int, compression: str) -> None:
+        self.directory = directory
+        self.compression = compression
+        self.chunk_rows = chunk_rows
+        self.row_group_rows = row_group_rows
+        self._jobs: queue.Queue = queue.Queue(maxsize=8)
+        self._open: dict[tuple[str, str], _OpenChunk] = {}
+        self._sealed: list[StagedFile] = []
+        self._error: BaseException | None = None
+        self._aborted = False
+        self._thread = threading.Thread(target=self._run, name="storage-core-chunk-writer", daemon=True)
+        self._thread.start()
+
+    def put(self, key: tuple[str, str], table: pa.Table) -> None:
+        self._raise_error()
+        self._jobs.put((key, table))
+
+    def close(self) -> list[StagedFile]:
+        """Wait for every row group, seal the open chunks, and return all sealed chunks."""
+        self._jobs.put(_STOP)
+        self._thread.join()
+        self._raise_error()
+        return list(self._sealed)
+
+    def abort(self) -> None:
+        """Stop, and remove the chunks not sealed yet (sealed ones are content-addressed and complete)."""
+        self._aborted = True
+        if self._thread.is_alive():
+            self._jobs.put(_STOP)
+            self._thread.join()
+        for chunk in self._open.values():
             try:
-                spill.writer.close()  # a second close is harmless or raises; either way the file goes
+                chunk.writer.close()
             except (pa.ArrowException, OSError):
                 pass
-        self._spills.clear()
-        self._buffers.clear()
-        self._buffered = 0
-        shutil.rmtree(self._temporary, ignore_errors=True)
+            chunk.path.unlink(missing_ok=True)
+        self._open.clear()
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not _STOP:
+            if self._error is None and not self._aborted:
+                try:
+                    self._write(*job)
+                except BaseException as error:  # handed to the partitioner at its next call
+                    self._error = error
+            del job
+        if self._error is None and not self._aborted:
+            try:
+                for key in sorted(self._open):
+                    self._seal(key)
+            except BaseException as error:
+                self._error = error
+
+    def _write(self, key: tuple[str, str], table: pa.Table) -> None:
+        while table.num_rows:
+            chunk = self._open.get(key)
+            if chunk is None:
+                path, writer = open_chunk(key[0], self.directory, self.compression)
+                chunk = self._open[key] = _OpenChunk(path, writer)
+            piece = table.slice(0, self.chunk_rows - chunk.rows)
+            chunk.writer.write_table(piece, row_group_size=self.row_group_rows)
+            chunk.rows += piece.num_rows
+            table = table.slice(piece.num_rows)
+            if chunk.rows >= self.chunk_rows:
+                self._seal(key)
+
+    def _seal(self, key: tuple[str, str]) -> None:
+        chunk = self._open[key]
+        chunk.writer.close()
+        self._sealed.append(seal_chunk(chunk.path, self.directory))
+        del self._open[key]

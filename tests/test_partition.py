@@ -1,0 +1,89 @@
+"""The partitioner: every row once, one source and day per chunk, bounded row groups, no leftovers on error."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import date
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import storage_core.export.partition as partition
+from storage_core.chunks import verify_staged_file
+from storage_core.export.partition import Partitioner
+from storage_core.schema import schema_for
+from storage_core.testing.data import make_table
+
+
+def _pages(days: int = 5, per_day: int = 120, page_rows: int = 50) -> list[pa.Table]:
+    """Rows of several days for one source, shuffled by uri order across pages (as a primary-key scan)."""
+    whole = pa.concat_tables(
+        [make_table(per_day, "x", seed=day, day=date(2026, 11, 1 + day)).cast(schema_for("x")) for day in range(days)]
+    ).sort_by("uri")
+    return [whole.slice(start, page_rows) for start in range(0, whole.num_rows, page_rows)]
+
+
+@pytest.mark.parametrize("memory_bytes", [1, 20_000, 64 * 2**20])
+def test_every_row_lands_once_in_a_chunk_of_its_day(tmp_path, memory_bytes):
+    pages = _pages()
+    partitioner = Partitioner(tmp_path, chunk_rows=100, memory_bytes=memory_bytes, row_group_rows=32)
+    for page in pages:
+        partitioner.add("x", page)
+    files = partitioner.finish()
+    seen: Counter = Counter()
+    for staged in files:
+        verify_staged_file(staged)
+        metadata = pq.ParquetFile(staged.path).metadata
+        assert staged.rows <= 100
+        assert all(metadata.row_group(i).num_rows <= 32 for i in range(metadata.num_row_groups))
+        table = pq.read_table(staged.path)
+        assert {d.date().isoformat() for d in table.column("datetime").to_pylist()} == {staged.date}
+        uris = table.column("uri").to_pylist()
+        assert uris == sorted(uris)
+        seen.update(uris)
+    expected = [uri for page in pages for uri in page.column("uri").to_pylist()]
+    assert sorted(seen) == sorted(expected) and max(seen.values()) == 1
+    assert not [path for path in tmp_path.iterdir() if path.name.startswith(".")]
+
+
+def test_a_tight_budget_writes_small_row_groups_and_copies_small_streams(tmp_path, monkeypatch):
+    compacted = []
+    original = Partitioner._compact
+    monkeypatch.setattr(Partitioner, "_compact", lambda self, stream: (compacted.append(stream.rows),
+                                                                        original(self, stream)))
+    partitioner = Partitioner(tmp_path, chunk_rows=1_000, memory_bytes=1, row_group_rows=64)
+    for page in _pages(days=20, per_day=30, page_rows=40):  # ~2 rows of each day per page
+        partitioner.add("x", page)
+    files = partitioner.finish()
+    assert compacted and all(rows < 64 // 16 for rows in compacted)  # only streams under a 16th of a row group
+    groups = sum(pq.ParquetFile(f.path).metadata.num_row_groups for f in files)
+    assert groups > len(files)  # memory, not size, cut the row groups
+
+
+def test_a_writer_error_surfaces_and_leaves_no_partial_chunk(tmp_path, monkeypatch):
+    opened = []
+    original = partition.open_chunk
+
+    def failing_open(source, directory, compression):
+        if opened:
+            raise OSError("disk full (simulated)")
+        opened.append(1)
+        return original(source, directory, compression)
+
+    monkeypatch.setattr(partition, "open_chunk", failing_open)
+    partitioner = Partitioner(tmp_path, chunk_rows=1_000, memory_bytes=1, row_group_rows=16)
+    with pytest.raises(OSError, match="disk full"):
+        for page in _pages(days=3):
+            partitioner.add("x", page)
+        partitioner.finish()
+    partitioner.discard()
+    assert not list(tmp_path.glob(".tmp-*"))  # the one chunk that was open is gone; nothing half-written stays
+
+
+def test_discard_removes_open_chunks(tmp_path):
+    partitioner = Partitioner(tmp_path, chunk_rows=1_000, memory_bytes=1, row_group_rows=16)
+    for page in _pages(days=2):
+        partitioner.add("x", page)
+    partitioner.discard()
+    assert list(tmp_path.iterdir()) == []
