@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import uuid
 from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -87,6 +89,9 @@ def seal_chunk(temporary: Path, directory: Path) -> StagedFile:
     return describe_chunk(final, digest)
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def describe_chunk(path: Path, sha256: str | None = None) -> StagedFile:
     """Build the StagedFile of an existing chunk from its parquet footer and statistics."""
     parquet = pq.ParquetFile(path)
@@ -95,14 +100,18 @@ def describe_chunk(path: Path, sha256: str | None = None) -> StagedFile:
         raise InvalidBatchError(f"{path.name}: {problem}")
     source = parquet.schema_arrow.metadata[b"storage_core.source"].decode()
     column = parquet.schema_arrow.get_field_index("datetime")
+    unit = json.loads(parquet.schema.column(column).logical_type.to_json()).get("timeUnit")
+    if unit != "microseconds":  # what the schema's timestamp[us, UTC] is stored as
+        raise InvalidBatchError(f"{path.name}: datetime column is stored in {unit}, not microseconds")
     lows, highs = [], []
     for index in range(parquet.metadata.num_row_groups):
         stats = parquet.metadata.row_group(index).column(column).statistics
         if stats is None or not stats.has_min_max:
             raise InvalidBatchError(f"{path.name}: row group {index} has no datetime statistics")
-        lows.append(stats.min)
-        highs.append(stats.max)
-    low, high = min(lows), max(highs)
+        # The raw integers, not stats.min: converting through a pyarrow scalar imports pandas (~28 MB).
+        lows.append(stats.min_raw)
+        highs.append(stats.max_raw)
+    low, high = _EPOCH + timedelta(microseconds=min(lows)), _EPOCH + timedelta(microseconds=max(highs))
     if low.date() != high.date():
         raise InvalidBatchError(f"{path.name}: rows span {low.date()} to {high.date()}; a chunk holds one day")
     return StagedFile(

@@ -48,7 +48,7 @@ class ExportOptions:
     chunk_rows: int = 32_768  # most rows in one chunk file
     row_group_rows: int = ROW_GROUP_ROWS  # most rows in one row group (fewer when memory is short)
     compression: str = attrs.field(default=COMPRESSION, validator=attrs.validators.in_(COMPRESSIONS))  # parquet codec
-    memory_bytes: int = 24 * 2**20  # decoded rows buffered across all (source, day) streams
+    memory_bytes: int = 16 * 2**20  # decoded rows buffered across all (source, day) streams
     encoder: FieldEncoder | None = None  # optional Fernet encoding of url / username
     max_rows: int | None = None  # stop at the hour bucket where this many rows are reached (back-pressure)
     scan_fraction: float = 0.1  # above this share of the table, one sequential scan beats index lookups
@@ -199,7 +199,7 @@ def export(
                 progress(rows_read, max(plan.expected_rows, rows_read))
 
         # Closed before the database: the reader thread must be done with the connection first.
-        with contextlib.closing(_prefetch(pages, depth=2)) as prefetched:
+        with contextlib.closing(_prefetch(read_pages(pages), depth=2)) as prefetched:
             converted = convert_pages(prefetched, Path(directory), options, on_page)
     carried = since.uris if since is not None and since.text == plan.upper else ()
     watermark = Watermark(plan.upper, carried + tuple(at_upper))
@@ -243,8 +243,22 @@ class Converted:
         )
 
 
+@attrs.frozen
+class ReadPage:
+    """A page as read, with the digests of its URIs per hour bucket (made on the reader's thread)."""
+
+    table: pa.Table
+    digests: dict[int, bytes]
+
+
+def read_pages(pages: Iterable[pa.Table]) -> Iterator[ReadPage]:
+    """Digest each page's URIs as it is read: the reader thread has time to spare, the decoder has not."""
+    for page in pages:
+        yield ReadPage(page, page_digests(page.column("uri"), page.column("bucket")))
+
+
 def convert_pages(
-    pages: Iterable[pa.Table],
+    pages: Iterable[ReadPage],
     directory: Path,
     options: ExportOptions,
     on_page: Callable[[pa.Table, int], None] | None = None,
@@ -258,10 +272,11 @@ def convert_pages(
                               row_group_rows=options.row_group_rows, compression=options.compression)
     done = Converted(bucket_digests=DigestLog(directory, options.digest_memory_bytes))
     try:
-        for page in pages:
+        for read in pages:
+            page = read.table
             decoded = decode_sources(page, options.encoder)
             done.rows_read += page.num_rows
-            done.bucket_digests.add_digests(decoded.digests, page.num_rows)
+            done.bucket_digests.add_digests(read.digests, page.num_rows)
             for source, table in decoded.tables:
                 partitioner.add(source, table)
                 done.rows += table.num_rows
@@ -269,7 +284,7 @@ def convert_pages(
             done.skipped.extend(decoded.skipped[: max(0, options.max_reported_skips - len(done.skipped))])
             if on_page is not None:
                 on_page(page, done.rows_read)
-            del page, decoded
+            del read, page, decoded
             if done.rows_read // options.page_rows % 32 == 0:
                 release_free_memory()  # now and then: freed pages otherwise linger in malloc arenas
         done.files = partitioner.finish()
@@ -282,15 +297,14 @@ def convert_pages(
 
 @attrs.frozen
 class DecodedPage:
-    """One page made ready for the partitioner: its tables per source, skipped rows and URI digests."""
+    """One page made ready for the partitioner: its tables per source and its skipped rows."""
 
     tables: list[tuple[str, pa.Table]]
     skipped: list[SkippedRow]
-    digests: dict[int, bytes]
 
 
 def decode_sources(page: pa.Table, encoder: FieldEncoder | None) -> DecodedPage:
-    """Decode every source of a page and digest its URIs."""
+    """Decode every source of a page."""
     tables: list[tuple[str, pa.Table]] = []
     skipped: list[SkippedRow] = []
     for source, rows, page_skips in _by_source(page):
@@ -300,8 +314,7 @@ def decode_sources(page: pa.Table, encoder: FieldEncoder | None) -> DecodedPage:
             skipped.extend(failures)
             if table is not None:
                 tables.append((source, table))
-    digests = page_digests(page.column("uri"), page.column("bucket"))
-    return DecodedPage(tables, skipped, digests)
+    return DecodedPage(tables, skipped)
 
 
 def _by_source(page: pa.Table) -> Iterator[tuple[str, pa.Table | None, list[SkippedRow]]]:

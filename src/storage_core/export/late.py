@@ -27,7 +27,13 @@ from pathlib import Path
 import pyarrow as pa
 
 from storage_core.export import digests
-from storage_core.export.exporter import ExportOptions, ExportResult, _returning_memory_pool, convert_pages
+from storage_core.export.exporter import (
+    ExportOptions,
+    ExportResult,
+    _returning_memory_pool,
+    convert_pages,
+    read_pages,
+)
 from storage_core.export.ledger import Ledger
 from storage_core.export.sqlite_source import MinerDatabase
 from storage_core.export.watermark import Watermark
@@ -94,7 +100,7 @@ def export_late_rows(
         log.info("late rows: %d hour buckets changed behind the watermark, %d rows not exported yet",
                  len(keep), len(late))
         converted = convert_pages(
-            _behind(database.iter_rows_by_uri(late, options.page_rows), since), Path(directory), options
+            read_pages(_behind(database.iter_rows_by_uri(late, options.page_rows), since)), Path(directory), options
         )
     elapsed = time.monotonic() - started
     if converted.rows_read:
