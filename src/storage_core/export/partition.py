@@ -18,6 +18,7 @@ import ctypes.util
 import logging
 import queue
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from array import array
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -251,11 +252,12 @@ class _ChunkWriter:
                     self._error = error
             del job
         if self._error is None and not self._aborted:
-            try:
-                for key in sorted(self._open):
-                    self._seal(key)
-            except BaseException as error:
-                self._error = error
+            # Most chunks are sealed here, at the end: overlap their fsyncs and hashes (both release the GIL).
+            with ThreadPoolExecutor(4, thread_name_prefix="storage-core-chunk-seal") as pool:
+                futures = [pool.submit(self._seal, key) for key in sorted(self._open)]
+            errors = [future.exception() for future in futures if future.exception() is not None]
+            if errors:
+                self._error = errors[0]
 
     def _write(self, key: tuple[str, str], table: pa.Table) -> None:
         while table.num_rows:
@@ -273,5 +275,5 @@ class _ChunkWriter:
     def _seal(self, key: tuple[str, str]) -> None:
         chunk = self._open[key]
         chunk.writer.close()
-        self._sealed.append(seal_chunk(chunk.path, self.directory))
+        self._sealed.append(seal_chunk(chunk.path, self.directory))  # list.append is atomic
         del self._open[key]
