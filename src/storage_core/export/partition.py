@@ -19,7 +19,6 @@ import logging
 import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from array import array
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -29,6 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from storage_core.chunks import COMPRESSION, ROW_GROUP_ROWS, open_chunk, seal_chunk
+from storage_core.export.decode import owned_copy
 from storage_core.values import StagedFile
 
 log = logging.getLogger(__name__)
@@ -151,9 +151,7 @@ class Partitioner:
     def _compact(self, stream: _Stream) -> None:
         """Copy a small stream's rows out of the pages they keep alive."""
         rows = stream.rows
-        table = self._release(stream)
-        every_row = pa.Array.from_buffers(pa.int64(), rows, [None, pa.py_buffer(array("q", range(rows)))])
-        copy = table.take(every_row)  # a copy that owns its buffers
+        copy = owned_copy(self._release(stream))
         held = _Held(copy.nbytes, parts=1)
         self._held += held.nbytes
         stream.parts, stream.rows = [(copy, held)], rows
