@@ -199,7 +199,7 @@ def export(
                 progress(rows_read, max(plan.expected_rows, rows_read))
 
         # Closed before the database: the reader thread must be done with the connection first.
-        with contextlib.closing(_prefetch(read_pages(pages), depth=2)) as prefetched:
+        with contextlib.closing(_prefetch(read_pages(pages), depth=1)) as prefetched:
             converted = convert_pages(prefetched, Path(directory), options, on_page)
     carried = since.uris if since is not None and since.text == plan.upper else ()
     watermark = Watermark(plan.upper, carried + tuple(at_upper))
