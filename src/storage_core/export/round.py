@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 Publisher = Callable[[UploadBatch, tuple[str, ...]], "Mapping[str, UploadOutcome] | Sequence[UploadOutcome]"]
 
-#: Chunk bytes per row assumed before the ledger has measured any (zstd parquet of ~1 KB posts).
+#: Chunk bytes per row assumed before the ledger has measured any (snappy parquet of ~1 KB posts).
 DEFAULT_BYTES_PER_ROW = 300
 
 

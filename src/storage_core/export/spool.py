@@ -88,7 +88,7 @@ class Spool:
         removed = []
         known = self.ledger.known_files()
         for path in self.chunk_dir.iterdir():
-            if path.is_dir() and path.name.startswith(".partition-"):
+            if path.is_dir() and path.name.startswith(".partition-"):  # spill files of the earlier partitioner
                 shutil.rmtree(path, ignore_errors=True)
                 removed.append(path.name)
             elif path.is_file() and path.name not in known:
