@@ -92,7 +92,8 @@ def _rows_by_uri(files) -> dict[str, dict]:
 def test_scan_index_and_memory_bound_paths_write_the_same_rows(miner_db, tmp_path):
     scan = export(miner_db.path, tmp_path / "scan", options=ExportOptions(scan_fraction=0.0))
     index = export(miner_db.path, tmp_path / "index", options=ExportOptions(scan_fraction=1.0, page_rows=97))
-    tight = export(miner_db.path, tmp_path / "tight", options=ExportOptions(memory_bytes=1, page_rows=200, row_group_rows=32))
+    tight_options = ExportOptions(memory_bytes=1, page_rows=200, row_group_rows=32)
+    tight = export(miner_db.path, tmp_path / "tight", options=tight_options)
     assert (scan.method, index.method) == ("scan", "index")
     assert _rows_by_uri(scan.files) == _rows_by_uri(index.files) == _rows_by_uri(tight.files)
     assert scan.watermark == index.watermark == tight.watermark

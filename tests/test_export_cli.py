@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 
+import pyarrow.parquet as pq
 from click.testing import CliRunner
 
 from storage_core.cli import build_cli
@@ -27,6 +28,18 @@ def test_json_lists_every_chunk(tmp_path):
         assert path.stat().st_size == chunk["bytes"] and chunk["file"] == chunk["sha256"] + ".parquet"
     later = _run("--db", summary.path, "--out", tmp_path / "later", "--since", "2026-11-19", "--json")
     assert 0 < json.loads(later.output)["rows"] < 300
+
+
+def test_compression_is_chosen_and_checked(tmp_path):
+    summary = create_miner_db(tmp_path / "m.sqlite", 200, seed=53)
+    for codec in ("snappy", "zstd"):
+        result = _run("--db", summary.path, "--out", tmp_path / codec, "--compression", codec, "--json")
+        assert result.exit_code == 0, result.output
+        for chunk in json.loads(result.output)["chunks"]:
+            metadata = pq.ParquetFile(tmp_path / codec / chunk["file"]).metadata
+            assert metadata.row_group(0).column(0).compression == codec.upper()
+    wrong = _run("--db", summary.path, "--out", tmp_path / "x", "--compression", "gzip")
+    assert wrong.exit_code == 2 and "gzip" in wrong.output
 
 
 def test_table_shows_rows_bytes_and_sha256(tmp_path):

@@ -9,6 +9,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from storage_core.chunks import COMPRESSION, COMPRESSIONS
 from storage_core.errors import StorageCoreError
 from storage_core.export.encoding import FieldEncoder
 from storage_core.export.exporter import ExportOptions, ExportResult, export
@@ -50,6 +51,8 @@ def _result_dict(result: ExportResult) -> dict[str, object]:
               help="Export rows at or after this ISO 8601 datetime (UTC if no zone), e.g. 2026-11-01T00:00:00Z.")
 @click.option("--chunk-rows", default=ExportOptions().chunk_rows, show_default=True, type=click.IntRange(min=1),
               help="Most rows in one chunk file.")
+@click.option("--compression", type=click.Choice(COMPRESSIONS), default=COMPRESSION, show_default=True,
+              help="Parquet codec: snappy is cheaper on CPU, zstd makes ~30% smaller files.")
 @click.option("--encode-url-key", envvar="STORAGE_CORE_ENCODE_URL_KEY", default=None, metavar="FERNET_KEY",
               help="Encrypt the url column with this Fernet key (off by default).")
 @click.option("--encode-username-key", envvar="STORAGE_CORE_ENCODE_USERNAME_KEY", default=None, metavar="FERNET_KEY",
@@ -60,6 +63,7 @@ def export_command(
     out_dir: Path,
     since: str | None,
     chunk_rows: int,
+    compression: str,
     encode_url_key: str | None,
     encode_username_key: str | None,
     as_json: bool,
@@ -75,7 +79,7 @@ def export_command(
             encoder = FieldEncoder.from_keys(url=encode_url_key, username=encode_username_key)
     except ValueError as error:
         raise click.BadParameter(str(error)) from None
-    options = ExportOptions(chunk_rows=chunk_rows, encoder=encoder)
+    options = ExportOptions(chunk_rows=chunk_rows, encoder=encoder, compression=compression)
     try:
         result = export(db_path, out_dir, watermark, options)
     except StorageCoreError as error:

@@ -2,11 +2,13 @@
 
 One export covers the rows after the watermark ``since`` up to ``upper``, the last datetime of an hour
 bucket chosen before reading starts: rows the miner writes meanwhile with later timestamps wait for
-the next export. The new watermark is ``upper`` plus the URIs exported at exactly ``upper``. Reading picks the cheaper of two plans: a few new
-rows go through the miner's hour-bucket index; many go through one sequential pass in primary-key
-order, one source at a time. Pages are read straight into Arrow (``arrow_queries``) by a background thread
-while the current one is decoded and a writer thread encodes chunks, so the three overlap; memory stays
-bounded by the page size and the partitioner's budget.
+the next export. The new watermark is ``upper`` plus the URIs exported at exactly ``upper``.
+
+Reading picks the cheaper of two plans: a few new rows go through the miner's hour-bucket index; many
+go through one sequential pass in primary-key order. Pages are read straight into Arrow
+(``arrow_queries``) by a reader thread, which also digests their URIs, while this thread decodes the
+previous page and a writer thread encodes chunks: the three overlap, and memory stays bounded by the
+page size, the partitioner's budget and the writer's queue.
 """
 
 from __future__ import annotations
