@@ -14,6 +14,7 @@ from cryptography.fernet import Fernet
 
 from storage_core.chunks import describe_chunk, sha256_file, verify_staged_file
 from storage_core.export import ExportOptions, FieldEncoder, MinerDatabaseError, Watermark, export
+from storage_core.export import sqlite_source
 from storage_core.export.encoding import decode_value
 from storage_core.testing.minerdb import TABLE_SQL, add_rows, create_miner_db
 
@@ -223,6 +224,24 @@ def test_missing_file_and_garbage_file_are_named(tmp_path):
     garbage.write_bytes(b"this is not a database" * 100)
     with pytest.raises(MinerDatabaseError, match="cannot read miner database"):
         export(garbage, tmp_path / "out")
+
+
+def test_a_database_damaged_during_the_export_is_named_and_leaves_nothing(tmp_path, monkeypatch):
+    summary = create_miner_db(tmp_path / "m.sqlite", 600, seed=14)
+    original = sqlite_source.MinerDatabase.iter_scan_pages
+
+    def damage_then_scan(self, *args):
+        with open(self.path, "r+b") as handle:  # the schema was read; now the table's pages are garbage
+            handle.seek(3 * 4096)
+            handle.write(b"\xff" * (self.path.stat().st_size - 3 * 4096))
+        return original(self, *args)
+
+    monkeypatch.setattr(sqlite_source.MinerDatabase, "iter_scan_pages", damage_then_scan)
+    with pytest.raises(MinerDatabaseError, match=f"cannot read miner database {summary.path}") as raised:
+        export(summary.path, tmp_path / "out", options=ExportOptions(page_rows=50))
+    assert "malformed" in str(raised.value) or "not a database" in str(raised.value)
+    out = tmp_path / "out"
+    assert not out.exists() or not list(out.iterdir())  # no chunk, no temporary file
 
 
 def test_empty_database_has_nothing_to_do(tmp_path):

@@ -14,6 +14,7 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
+import adbc_driver_manager
 import pyarrow as pa
 
 from storage_core.errors import StorageCoreError
@@ -104,11 +105,11 @@ class MinerDatabase:
     def iter_rows_by_uri(self, uris: list[str], page_rows: int) -> Iterator[pa.Table]:
         """The rows of these URIs (primary-key lookups), a page at a time; vanished URIs are left out."""
         for start in range(0, len(uris), page_rows):
-            page = self.arrow.table(
+            page = self._arrow_table(
                 f"SELECT {PAGE_COLUMNS} FROM {TABLE} AS e WHERE e.uri IN (SELECT value FROM json_each(?)) "
                 "ORDER BY e.uri",
                 [json.dumps(uris[start : start + page_rows])],
-                batch_rows=page_rows,
+                page_rows,
             )
             if page.num_rows:
                 yield page
@@ -191,14 +192,16 @@ class MinerDatabase:
             sql += " AND (e.datetime > ? OR (e.datetime = ? AND e.uri NOT IN (SELECT value FROM json_each(?))))"
             params = params + [since.text, since.text, since.uris_json()]
         sql += f" AND e.datetime <= ? ORDER BY {order} LIMIT ?"
-        return self.arrow.table(sql, params + [upper, limit], batch_rows=limit)
+        return self._arrow_table(sql, params + [upper, limit], limit)
 
-    @property
-    def arrow(self) -> ArrowQueries:
-        """The Arrow connection the pages are read with (opened on first use)."""
-        if self._arrow is None:
-            self._arrow = ArrowQueries(self.path, busy_timeout_s=self._busy_timeout_s)
-        return self._arrow
+    def _arrow_table(self, sql: str, params: list[Param], batch_rows: int) -> pa.Table:
+        """A query through the Arrow connection (opened on first use); its errors name the database."""
+        try:
+            if self._arrow is None:
+                self._arrow = ArrowQueries(self.path, busy_timeout_s=self._busy_timeout_s)
+            return self._arrow.table(sql, params, batch_rows=batch_rows)
+        except adbc_driver_manager.Error as error:
+            raise MinerDatabaseError(f"cannot read miner database {self.path}: {error}") from error
 
 
 #: The columns of a page, each pinned to one type (see ``arrow_queries``); the table is aliased ``e``
