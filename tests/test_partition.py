@@ -87,3 +87,19 @@ def test_discard_removes_open_chunks(tmp_path):
         partitioner.add("x", page)
     partitioner.discard()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_compacted_stream_is_not_copied_again_and_too_many_small_ones_are_written(tmp_path, monkeypatch):
+    compacted_owned = []
+    original = Partitioner._compact
+    monkeypatch.setattr(Partitioner, "_compact", lambda self, stream: (compacted_owned.append(stream.owned),
+                                                                        original(self, stream)))
+    pages = _pages(days=28, per_day=6, page_rows=28)  # one row of each day a page: every stream stays small
+    for budget in (30_000, 1):
+        partitioner = Partitioner(tmp_path / str(budget), chunk_rows=1_000, memory_bytes=budget, row_group_rows=1_024)
+        for page in pages:
+            partitioner.add("x", page)
+            assert partitioner._held <= budget  # after every page, whatever the shape of the data
+        files = partitioner.finish()
+        assert sum(f.rows for f in files) == sum(page.num_rows for page in pages)
+    assert compacted_owned and not any(compacted_owned)

@@ -91,6 +91,7 @@ class _Stream:
     day: str
     parts: list[tuple[pa.Table, _Held]] = attrs.Factory(list)
     rows: int = 0
+    owned: bool = False  # the one part is a copy of its own: compacting again would gain nothing
 
 
 class Partitioner:
@@ -128,6 +129,7 @@ class Partitioner:
                 stream = self._streams[(source, day)] = _Stream(source, day)
             stream.parts.append((part, held))
             stream.rows += part.num_rows
+            stream.owned = False
             held.parts += 1
             if stream.rows >= self.row_group_rows:
                 self._flush(stream)
@@ -135,8 +137,12 @@ class Partitioner:
             for stream in self._streams.values():
                 if stream.rows >= self.small_rows:
                     self._flush(stream)
-                elif stream.parts:
+                elif stream.parts and not stream.owned:
                     self._compact(stream)
+        if self._held > self.memory_bytes:  # so many days that even their few rows each are too much
+            for stream in self._streams.values():
+                if stream.rows:
+                    self._flush(stream)
 
     def _release(self, stream: _Stream) -> pa.Table:
         """Take a stream's buffered rows as one table, letting go of the pages they were slices of."""
@@ -154,7 +160,7 @@ class Partitioner:
         copy = owned_copy(self._release(stream))
         held = _Held(copy.nbytes, parts=1)
         self._held += held.nbytes
-        stream.parts, stream.rows = [(copy, held)], rows
+        stream.parts, stream.rows, stream.owned = [(copy, held)], rows, True
 
     def _flush(self, stream: _Stream) -> None:
         """Hand a stream's buffered rows to the writer, as row groups of at most ``row_group_rows``."""
