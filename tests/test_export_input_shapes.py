@@ -96,3 +96,18 @@ def test_unknown_source_and_two_posts_on_one_line_are_skipped_by_name(tmp_path):
     assert reasons[_row(0)[0]] == "unknown DataEntity.source 7"
     assert "not a valid x post" in reasons[_row(1)[0]] and "not a valid x post" in reasons[_row(2)[0]]
     assert result.rows_read == 4
+
+
+def test_a_datetime_that_is_not_iso_8601_skips_its_row_and_never_becomes_the_watermark(tmp_path):
+    path = tmp_path / "m.sqlite"
+    _insert(path, [_row(0, when=1_700_000_000), _row(1, when="yesterday"), _row(2)])
+    rows, result = _exported(path, tmp_path)
+    assert set(rows) == {_row(2)[0]}
+    assert {skip.uri: skip.reason for skip in result.skipped} == {
+        _row(0)[0]: "datetime '1700000000' is not an ISO 8601 datetime"}
+    # "yesterday" sorts after every real datetime: as the watermark it would end all later exports.
+    # It is left to the late-row check of the next round (tests/test_late_rows.py).
+    assert result.watermark is not None and result.watermark.text == _row(2)[1]
+    _insert(path, [_row(10)])
+    later = export(path, tmp_path / "later", since=result.watermark)
+    assert later.rows == 1

@@ -268,3 +268,20 @@ def test_a_round_whose_digests_spill_to_disk_records_them_all(world):
     assert world.round(options=tiny).rows_exported == 70
     assert world.round(options=tiny).rows_exported == 0
     world.assert_stored_once()
+
+
+def test_a_row_whose_datetime_is_not_a_date_is_skipped_by_name_once(world):
+    first = world.round()
+    assert first.rows_exported == 600
+    moment = OLD + timedelta(hours=1)
+    bad_uri = "https://x.com/odd/status/1"
+    connection = sqlite3.connect(world.db)
+    connection.execute("INSERT INTO DataEntity VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (bad_uri, "yesterday", time_bucket_id(moment), SOURCE_X, "NULL", b"{}", 2))
+    connection.commit()
+    connection.close()
+    second = world.round()
+    assert second.rows_exported == 0 and second.skipped_uris == (bad_uri,)
+    third = world.round()  # recorded with the bucket: not read again
+    assert third.rows_exported == 0 and third.skipped_uris == ()
+    world.assert_stored_once(missing={bad_uri})

@@ -183,11 +183,16 @@ def _timestamps(texts: list[str]) -> pa.Array:
     try:
         return _strings(texts).cast(TIMESTAMP)
     except pa.ArrowInvalid:
-        values = []
-        for text in texts:
-            value = datetime.fromisoformat(text)
-            values.append(value if value.tzinfo else value.replace(tzinfo=UTC))
-        return pa.array(values, TIMESTAMP)
+        return pa.array([parse_datetime(text) for text in texts], TIMESTAMP)
+
+
+def parse_datetime(text: object) -> datetime | None:
+    """The stored datetime as an aware datetime (naive ones are UTC, as the subnet means); None if it is not one."""
+    try:
+        value = datetime.fromisoformat(str(text))
+    except ValueError:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 #: One stored row as a tuple, in ``sqlite_source.PAGE_COLUMNS`` order (the slow path's unit):
@@ -267,12 +272,19 @@ def rows_to_table(
     source: str, rows: Sequence[SourceRow], encoder: FieldEncoder | None = None
 ) -> tuple[pa.Table | None, list[SkippedRow]]:
     """The chunk-schema table of ``rows`` (all of one source) and the rows that were skipped."""
+    bad_datetimes = [SkippedRow(row[0], f"datetime {row[1]!r} is not an ISO 8601 datetime")
+                     for row in rows if parse_datetime(row[1]) is None]
+    if bad_datetimes:
+        bad = {skip.uri for skip in bad_datetimes}
+        rows = [row for row in rows if row[0] not in bad]
+        if not rows:
+            return None, bad_datetimes
     contents = [row[4] for row in rows]
     columns = _arrow_columns(source, contents)
     if columns is not None:
-        return _table(source, rows, columns, encoder), []
+        return _table(source, rows, columns, encoder), bad_datetimes
     posts, failures = decode_posts(source, contents)
-    skipped = [SkippedRow(rows[index][0], reason) for index, reason in failures]
+    skipped = bad_datetimes + [SkippedRow(rows[index][0], reason) for index, reason in failures]
     if failures:
         keep = [index for index, post in enumerate(posts) if post is not None]
         rows = [rows[index] for index in keep]

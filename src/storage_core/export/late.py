@@ -27,6 +27,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from storage_core.export import digests
+from storage_core.export.decode import parse_datetime
 from storage_core.export.exporter import (
     ExportOptions,
     ExportResult,
@@ -110,11 +111,16 @@ def export_late_rows(
 
 
 def _behind(pages: Iterator[pa.Table], since: Watermark) -> Iterator[pa.Table]:
-    """Only rows the incremental export will not read (a bucket id at odds with its datetime is left to it)."""
+    """Only rows the incremental export will not read (a bucket id at odds with its datetime is left to it).
+
+    A datetime that is not a date at all is never read by the incremental export (see
+    ``MinerDatabase.last_in_bucket``): it is kept here, so that it is skipped by name and recorded.
+    """
     for page in pages:
         texts = page.column("datetime").to_pylist()
         uris = page.column("uri").to_pylist()
-        mask = [text < since.text or (text == since.text and uri in since.uris) for text, uri in zip(texts, uris)]
+        mask = [text < since.text or (text == since.text and uri in since.uris) or parse_datetime(text) is None
+                for text, uri in zip(texts, uris)]
         kept = page.filter(_booleans(mask))
         if kept.num_rows:
             yield kept

@@ -119,9 +119,14 @@ class MinerDatabase:
         return self._connection.execute(f"SELECT COUNT(*) FROM {TABLE}").fetchone()[0]
 
     def last_in_bucket(self, bucket: int) -> str | None:
-        """The greatest datetime text of one hour bucket: the upper bound of an export ending there."""
+        """The greatest datetime text of one hour bucket: the upper bound of an export ending there.
+
+        Only texts shaped like a date count: one stray value such as "yesterday" sorts after every
+        real datetime and, as the watermark, would end all later exports. Such rows are left to the
+        late-row check, which skips them by name.
+        """
         row = self._connection.execute(
-            f"SELECT MAX(datetime) FROM {TABLE} WHERE timeBucketId = ?", (bucket,)
+            f"SELECT MAX(datetime) FROM {TABLE} WHERE timeBucketId = ? AND datetime GLOB ?", (bucket, _DATE_SHAPE)
         ).fetchone()
         return _text(row[0]) if row and row[0] is not None else None
 
@@ -213,6 +218,10 @@ PAGE_COLUMNS = (
     "CAST(COALESCE(e.label, 'NULL') AS TEXT) AS label, CAST(e.content || X'0A' AS BLOB) AS content, "
     "CAST(e.contentSizeBytes AS INTEGER) AS content_size_bytes, CAST(e.timeBucketId AS INTEGER) AS bucket"
 )
+
+
+#: A GLOB for the start of an ISO 8601 date (YYYY-MM-DD).
+_DATE_SHAPE = "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]*"
 
 
 def _last(page: pa.Table, column: str) -> str:
