@@ -10,13 +10,14 @@ The driver infers each column's type from the values it sees, so queries pin eve
 
 from __future__ import annotations
 
-from array import array
 from collections.abc import Sequence
 from pathlib import Path
 
 import adbc_driver_manager
 import adbc_driver_sqlite
 import pyarrow as pa
+
+from storage_core.export.arrow_values import int64s, strings
 
 #: The driver fetches this many rows per Arrow batch; a page query asks for at most one batch.
 _BATCH_ROWS_OPTION = "adbc.sqlite.query.batch_rows"
@@ -55,15 +56,10 @@ class ArrowQueries:
 
 
 def _param_batch(params: Sequence[Param]) -> pa.RecordBatch:
-    """One row of parameters, built from buffers (``pa.array`` on Python values imports pandas, ~50 MB)."""
+    """One row of parameters, built from buffers (see ``arrow_values``)."""
     columns = []
     for value in params:
         if isinstance(value, bool) or not isinstance(value, (str, int)):
             raise TypeError(f"query parameter {value!r} is not a str or int")
-        if isinstance(value, int):
-            columns.append(pa.Array.from_buffers(pa.int64(), 1, [None, pa.py_buffer(array("q", [value]))]))
-        else:
-            data = value.encode()
-            offsets = pa.py_buffer(array("i", [0, len(data)]))
-            columns.append(pa.Array.from_buffers(pa.string(), 1, [None, offsets, pa.py_buffer(data)]))
+        columns.append(int64s([value]) if isinstance(value, int) else strings([value]))
     return pa.RecordBatch.from_arrays(columns, names=[f"p{index}" for index in range(len(columns))])

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, TypeVar
-
-from array import array
+from typing import Any
 
 import attrs
 import msgspec
@@ -22,11 +20,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
+from storage_core.export.arrow_values import (
+    binary_scalar,
+    int64s,
+    optional_strings,
+    strings,
+    text_scalar,
+)
 from storage_core.export.encoding import FieldEncoder
 from storage_core.schema import SOURCE_IDS, TIMESTAMP, schema_for
-
-
-T = TypeVar("T", pa.Array, pa.Table)
 
 
 class XPost(msgspec.Struct):
@@ -146,42 +148,10 @@ def _parse_lines(source: str, data: pa.Buffer, rows: int) -> dict[str, pa.Array]
     return columns
 
 
-def _strings(values: Sequence[str]) -> pa.Array:
-    """A string array built in Arrow from one joined buffer.
-
-    ``pa.array(list)`` makes pyarrow import pandas when it is installed (~50 MB of resident memory,
-    a fifth of the export's budget); splitting one buffer does not, and is as fast.
-    """
-    if not values:
-        return pa.array([], pa.string())
-    data = "\n".join(values).encode()
-    if data.count(b"\n") != len(values) - 1:  # a value holds a newline: take the slow, general path
-        return pa.array(values, pa.string())
-    one = pa.Array.from_buffers(pa.string(), 1, [None, pa.py_buffer(array("i", [0, len(data)])), pa.py_buffer(data)])
-    return pc.split_pattern(one, "\n").flatten()
-
-
-def _optional_strings(values: Sequence[str | None]) -> pa.Array:
-    """Like ``_strings``, with None as null."""
-    base = _strings([value or "" for value in values])
-    if None not in values:
-        return base
-    bits = bytearray((len(values) + 7) // 8)
-    for index, value in enumerate(values):
-        if value is not None:
-            bits[index >> 3] |= 1 << (index & 7)
-    validity = pa.py_buffer(bytes(bits))
-    return pa.Array.from_buffers(pa.string(), len(values), [validity, *base.buffers()[1:]], offset=base.offset)
-
-
-def _int64s(values: Sequence[int]) -> pa.Array:
-    return pa.Array.from_buffers(pa.int64(), len(values), [None, pa.py_buffer(array("q", values))])
-
-
 def _timestamps(texts: list[str]) -> pa.Array:
     """Parse the database's datetime text in Arrow (fast); fall back to Python for naive or odd values."""
     try:
-        return _strings(texts).cast(TIMESTAMP)
+        return strings(texts).cast(TIMESTAMP)
     except pa.ArrowInvalid:
         return pa.array([parse_datetime(text) for text in texts], TIMESTAMP)
 
@@ -224,7 +194,7 @@ def decode_page(
             stored = {
                 "uri": page.column("uri").combine_chunks(),
                 "datetime": datetimes,
-                "source": pa.repeat(_strings([source])[0], page.num_rows),
+                "source": pa.repeat(strings([source])[0], page.num_rows),
                 "label": pc.if_else(pc.equal(label, _NULL_LABEL), pa.nulls(page.num_rows, pa.string()), label),
                 "content_size_bytes": page.column("content_size_bytes").combine_chunks(),
             }
@@ -233,19 +203,9 @@ def decode_page(
     return rows_to_table(source, rows, encoder)
 
 
-def text_scalar(value: str) -> pa.Scalar:
-    """A string scalar made from buffers: ``pa.scalar`` (like ``pa.array``) imports pandas when installed."""
-    return _strings([value])[0]
-
-
-def int_scalar(value: int) -> pa.Scalar:
-    """An int64 scalar made from buffers (see ``text_scalar``)."""
-    return _int64s([value])[0]
-
-
 _NULL_LABEL = text_scalar("NULL")
-_OPEN = pa.Array.from_buffers(pa.binary(), 1, [None, pa.py_buffer(array("i", [0, 1])), pa.py_buffer(b"{")])[0]
-_CLOSE = pa.Array.from_buffers(pa.binary(), 1, [None, pa.py_buffer(array("i", [0, 1])), pa.py_buffer(b"}")])[0]
+_OPEN = binary_scalar(b"{")
+_CLOSE = binary_scalar(b"}")
 
 
 def _one_object_each(content: pa.Array) -> bool:
@@ -324,11 +284,11 @@ def rows_to_table(
 def _table(source: str, rows: Sequence[SourceRow], posts: dict, encoder: FieldEncoder | None) -> pa.Table:
     """Join the stored columns (uri, datetime, label, size) with the decoded post columns."""
     columns: dict[str, object] = {
-        "uri": _strings([row[0] for row in rows]),
+        "uri": strings([row[0] for row in rows]),
         "datetime": _timestamps([row[1] for row in rows]),
-        "source": _strings([source] * len(rows)),
-        "label": _optional_strings([None if row[3] == "NULL" else row[3] for row in rows]),
-        "content_size_bytes": _int64s([row[5] for row in rows]),
+        "source": strings([source] * len(rows)),
+        "label": optional_strings([None if row[3] == "NULL" else row[3] for row in rows]),
+        "content_size_bytes": int64s([row[5] for row in rows]),
         **posts,
     }
     return _with_encoding(source, columns, encoder)
@@ -342,18 +302,12 @@ def _with_encoding(source: str, columns: dict[str, object], encoder: FieldEncode
             if isinstance(values, pa.Array):
                 columns[name] = encoder.encode_array(name, values)
             else:
-                columns[name] = _optional_strings(encoder.encode_column(name, values))
+                columns[name] = optional_strings(encoder.encode_column(name, values))
     schema = schema_for(source)
     arrays = [columns[field.name] for field in schema]
     if all(isinstance(column, pa.Array) for column in arrays):
         return pa.Table.from_arrays(arrays, schema=schema)
     return pa.Table.from_pydict(columns, schema=schema)  # the rare fallback with Python lists
-
-
-def owned_copy(data: T) -> T:
-    """A copy of an array or table in fresh buffers from Arrow's memory pool (``take`` of every row)."""
-    rows = len(data)
-    return data.take(pa.Array.from_buffers(pa.int64(), rows, [None, pa.py_buffer(array("q", range(rows)))]))
 
 
 def _reencode(post: msgspec.Struct) -> bytes:

@@ -27,7 +27,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from storage_core.chunks import COMPRESSION, COMPRESSIONS, ROW_GROUP_ROWS
-from storage_core.export.decode import SkippedRow, decode_page, int_scalar, source_name, text_scalar
+from storage_core.export.arrow_values import int_scalar, text_scalar
+from storage_core.export.decode import SkippedRow, decode_page, source_name
 from storage_core.export.digests import DigestLog, page_digests
 from storage_core.export.encoding import FieldEncoder
 from storage_core.export.partition import Partitioner, release_free_memory

@@ -27,6 +27,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from storage_core.export import digests
+from storage_core.export.arrow_values import booleans
 from storage_core.export.decode import parse_datetime
 from storage_core.export.exporter import (
     ExportOptions,
@@ -121,14 +122,9 @@ def _behind(pages: Iterator[pa.Table], since: Watermark) -> Iterator[pa.Table]:
         uris = page.column("uri").to_pylist()
         mask = [text < since.text or (text == since.text and uri in since.uris) or parse_datetime(text) is None
                 for text, uri in zip(texts, uris)]
-        kept = page.filter(_booleans(mask))
+        kept = page.filter(booleans(mask))
         if kept.num_rows:
             yield kept
-
-
-def _booleans(values: list[bool]) -> pa.Array:
-    """A boolean array built from bytes (``pa.array`` imports pandas when it is installed)."""
-    return pa.Array.from_buffers(pa.uint8(), len(values), [None, pa.py_buffer(bytes(values))]).cast(pa.bool_())
 
 
 def _baseline(database: MinerDatabase, ledger: Ledger, watermark_bucket: int) -> None:

@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from storage_core.chunks import COMPRESSION, ROW_GROUP_ROWS, open_chunk, seal_chunk
-from storage_core.export.decode import owned_copy
+from storage_core.export.arrow_values import owned_copy
 from storage_core.values import StagedFile
 
 log = logging.getLogger(__name__)
