@@ -14,7 +14,8 @@ bucket behind the watermark, the digests of the rows already exported (``digests
 
 The watermark's own bucket is left to the incremental export until the watermark moves past it (a
 late row there waits a round or two). A ledger written before bucket records existed is baselined on
-first sight: what the miner holds behind the watermark then counts as done.
+first sight: what the miner holds behind the watermark then counts as done. A ledger whose records
+use the digest scheme before ``digests.SCHEME`` is migrated exactly (``migrate_digests``) first.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from storage_core.export import digests
-from storage_core.export.arrow_values import booleans
+from storage_core.export.arrow_values import booleans, strings
 from storage_core.export.decode import parse_datetime
 from storage_core.export.exporter import (
     ExportOptions,
@@ -69,6 +70,8 @@ def export_late_rows(
         return _nothing(since, started)
     limit = min(options.max_rows or ROWS_PER_PASS, ROWS_PER_PASS)
     with _returning_memory_pool(), MinerDatabase(Path(db_path)) as database:
+        if ledger.digest_scheme() != digests.SCHEME:
+            migrate_digests(database, ledger)
         if not ledger.buckets_tracked():
             _baseline(database, ledger, since.time_bucket_id)
             return _nothing(since, started)
@@ -91,8 +94,7 @@ def export_late_rows(
                 break
             known = ledger.bucket_digests(bucket)
             present: set[bytes] = set()
-            for uri in database.bucket_uris(bucket):
-                digest = digests.uri_digest(uri)
+            for uri, digest in _digested(database.bucket_uris(bucket)):
                 if digest in known:
                     present.add(digest)
                 else:
@@ -137,7 +139,7 @@ def _baseline(database: MinerDatabase, ledger: Ledger, watermark_bucket: int) ->
     pending: dict[int, bytes] = {}
     held = 0
     for bucket in buckets:
-        pending[bucket] = digests.join(digests.uri_digest(uri) for uri in database.bucket_uris(bucket))
+        pending[bucket] = digests.join(digest for _uri, digest in _digested(database.bucket_uris(bucket)))
         held += len(pending[bucket]) // digests.DIGEST_BYTES
         if held >= BASELINE_ROWS_PER_COMMIT:
             ledger.baseline_buckets(pending, done=False)
@@ -145,6 +147,41 @@ def _baseline(database: MinerDatabase, ledger: Ledger, watermark_bucket: int) ->
     ledger.baseline_buckets(pending, done=True)
     log.warning("late rows: ledger had no per-bucket records; baselined %d hour buckets up to the watermark "
                 "(rows stored late before this upgrade are not recovered)", len(buckets))
+
+
+def migrate_digests(database: MinerDatabase, ledger: Ledger) -> None:
+    """Re-key the ledger's bucket records from the legacy digest scheme to ``digests.SCHEME``, exactly.
+
+    A record only holds digests, so each bucket's URIs are read from the miner's index and every URI
+    whose legacy digest is recorded gets its new digest recorded instead; a URI that is not recorded
+    stays out, so a row stored late before the upgrade is still found late. Batches commit with their
+    progress, so an interrupted migration resumes where it stopped.
+    """
+    resume = ledger.migrated_to()
+    buckets = sorted(bucket for bucket in ledger.bucket_counts() if resume is None or bucket > resume)
+    pending: dict[int, bytes] = {}
+    held = rows = 0
+    for bucket in buckets:
+        known = ledger.bucket_digests(bucket)
+        recorded = [uri for uri in database.bucket_uris(bucket) if digests.legacy_uri_digest(uri) in known]
+        pending[bucket] = digests.join(digest for _uri, digest in _digested(recorded))
+        held += len(recorded)
+        rows += len(recorded)
+        if held >= BASELINE_ROWS_PER_COMMIT:
+            ledger.migrate_buckets(pending, upto=bucket, done=False)
+            pending, held = {}, 0
+    ledger.migrate_buckets(pending, upto=buckets[-1] if buckets else -1, done=True)
+    log.warning("late rows: migrated the ledger's URI digests of %d hour buckets (%d rows) to %s",
+                len(buckets), rows, digests.SCHEME)
+
+
+def _digested(uris: list[str]) -> Iterator[tuple[str, bytes]]:
+    """``(uri, digest)`` pairs, digested in one vectorised call."""
+    if not uris:
+        return iter(())
+    blob = digests.uri_digests(strings(uris))
+    size = digests.DIGEST_BYTES
+    return ((uri, blob[index * size : (index + 1) * size]) for index, uri in enumerate(uris))
 
 
 def _nothing(since: Watermark | None, started: float) -> ExportResult:
