@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from datetime import date
 
@@ -103,3 +104,26 @@ def test_a_compacted_stream_is_not_copied_again_and_too_many_small_ones_are_writ
         files = partitioner.finish()
         assert sum(f.rows for f in files) == sum(page.num_rows for page in pages)
     assert compacted_owned and not any(compacted_owned)
+
+
+def test_the_writer_backlog_is_bounded_by_bytes_and_takes_a_burst_without_waiting(tmp_path, monkeypatch):
+    release = threading.Event()
+    original = partition._ChunkWriter._write
+    monkeypatch.setattr(partition._ChunkWriter, "_write", lambda self, key, table: (release.wait(10),
+                                                                                    original(self, key, table)))
+    page = _pages(days=1, per_day=400, page_rows=400)[0]
+    groups = [page.slice(start, 50) for start in range(0, 400, 50)]
+    writer = partition._ChunkWriter(tmp_path, 1_000, 50, "snappy", backlog_bytes=sum(g.nbytes for g in groups[:4]))
+    for group in groups[:4]:  # a burst up to the bound goes in while the writer is stuck
+        writer.put(("x", "2026-11-01"), group)
+    fifth = threading.Thread(target=writer.put, args=(("x", "2026-11-01"), groups[4]))
+    fifth.start()
+    fifth.join(0.5)
+    assert fifth.is_alive()  # past the bound: back-pressure
+    release.set()
+    fifth.join(10)
+    assert not fifth.is_alive()
+    for group in groups[5:]:
+        writer.put(("x", "2026-11-01"), group)
+    (staged,) = writer.close()
+    assert staged.rows == 400 and pq.read_table(staged.path).column("uri").to_pylist() == page.column("uri").to_pylist()

@@ -5,7 +5,9 @@ days). Each (source, UTC day) is a stream with its own chunk file open; a stream
 written as one row group when they reach ``row_group_rows``, or earlier when all buffers together
 pass the memory budget (the biggest stream goes first). A writer thread encodes the row groups
 (Parquet encoding releases the GIL), so writing overlaps reading and decoding; a chunk is sealed as
-soon as it holds ``chunk_rows`` rows. Memory holds the budget plus two row groups, never a day.
+soon as it holds ``chunk_rows`` rows. Memory holds the budget for buffered rows plus as much again
+for row groups waiting for the writer (a page spans many days, so reaching the budget hands the
+writer a burst of row groups at once; decoding goes on while it works through them), never a day.
 
 Row groups are sorted by ``uri``; in a primary-key scan every stream receives its rows in ``uri``
 order, so a whole chunk is sorted and a checker's row-group statistics on ``uri`` skip most of it.
@@ -116,7 +118,8 @@ class Partitioner:
         self.small_rows = max(1, self.row_group_rows // 16)
         self._streams: dict[tuple[str, str], _Stream] = {}
         self._held = 0
-        self._writer = _ChunkWriter(Path(directory), chunk_rows, self.row_group_rows, compression)
+        self._writer = _ChunkWriter(Path(directory), chunk_rows, self.row_group_rows, compression,
+                                    backlog_bytes=memory_bytes)
 
     def add(self, source: str, table: pa.Table) -> None:
         """Add rows of ``source`` (any days, any order); may block while the writer catches up."""
@@ -201,16 +204,22 @@ _STOP = object()
 class _ChunkWriter:
     """A thread that appends row groups to each stream's open chunk and seals full ones.
 
-    The queue holds one job, so the partitioner waits (back-pressure) rather than piling up row groups;
-    after an error the thread keeps draining the queue so that ``put`` never blocks forever.
+    Row groups wait in a queue bounded by bytes, not by count: ``put`` blocks (back-pressure) once
+    ``backlog_bytes`` are waiting, but always takes at least one row group. After an error the thread
+    keeps draining the queue so that ``put`` never blocks forever.
     """
 
-    def __init__(self, directory: Path, chunk_rows: int, row_group_rows: int, compression: str) -> None:
+    def __init__(
+        self, directory: Path, chunk_rows: int, row_group_rows: int, compression: str, *, backlog_bytes: int
+    ) -> None:
         self.directory = directory
         self.compression = compression
         self.chunk_rows = chunk_rows
         self.row_group_rows = row_group_rows
-        self._jobs: queue.Queue = queue.Queue(maxsize=8)
+        self.backlog_bytes = backlog_bytes
+        self._jobs: queue.Queue = queue.Queue()
+        self._queued_bytes = 0
+        self._room = threading.Condition()
         self._open: dict[tuple[str, str], _OpenChunk] = {}
         self._sealed: list[StagedFile] = []
         self._error: BaseException | None = None
@@ -220,7 +229,12 @@ class _ChunkWriter:
 
     def put(self, key: tuple[str, str], table: pa.Table) -> None:
         self._raise_error()
-        self._jobs.put((key, table))
+        size = table.nbytes  # the bytes its slices reference, not the whole pages behind them
+        with self._room:
+            while self._queued_bytes and self._queued_bytes + size > self.backlog_bytes:
+                self._room.wait()
+            self._queued_bytes += size
+        self._jobs.put((key, table, size))
 
     def close(self) -> list[StagedFile]:
         """Wait for every row group, seal the open chunks, and return all sealed chunks."""
@@ -249,12 +263,16 @@ class _ChunkWriter:
 
     def _run(self) -> None:
         while (job := self._jobs.get()) is not _STOP:
+            key, table, size = job
             if self._error is None and not self._aborted:
                 try:
-                    self._write(*job)
+                    self._write(key, table)
                 except BaseException as error:  # handed to the partitioner at its next call
                     self._error = error
-            del job
+            del job, table
+            with self._room:
+                self._queued_bytes -= size
+                self._room.notify()
         if self._error is None and not self._aborted:
             # Most chunks are sealed here, at the end: overlap their fsyncs and hashes (both release the GIL).
             with ThreadPoolExecutor(4, thread_name_prefix="storage-core-chunk-seal") as pool:
