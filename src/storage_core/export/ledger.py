@@ -91,9 +91,10 @@ class Ledger:
         # Digest frames of one commit, grouped by bucket on disk rather than in memory.
         self._db.execute("CREATE TEMP TABLE incoming (bucket INTEGER NOT NULL, digests BLOB NOT NULL)")
         self._db.execute("CREATE INDEX temp.incoming_bucket ON incoming (bucket)")
-        with self._transaction() as db:  # a ledger without bucket records starts on the current scheme
-            if db.execute("SELECT 1 FROM buckets LIMIT 1").fetchone() is None:
-                db.execute("INSERT OR IGNORE INTO state VALUES (?, ?)", (_SCHEME, digests.SCHEME))
+        if self._db.execute("SELECT 1 FROM state WHERE name = ?", (_SCHEME,)).fetchone() is None:
+            with self._transaction() as db:  # a ledger without bucket records starts on the current scheme
+                if db.execute("SELECT 1 FROM buckets LIMIT 1").fetchone() is None:
+                    db.execute("INSERT OR IGNORE INTO state VALUES (?, ?)", (_SCHEME, digests.SCHEME))
 
     def close(self) -> None:
         self._db.close()
