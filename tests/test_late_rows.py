@@ -255,7 +255,7 @@ def test_digest_log_spills_past_its_memory_bound_and_keeps_every_digest(tmp_path
     log = DigestLog(tmp_path, memory_bytes=256)
     for start in range(0, 1_000, 50):
         page_uris, page_buckets = uris[start : start + 50], buckets[start : start + 50]
-        log.add_digests(page_digests(pa.array(page_uris), pa.array(page_buckets)), len(page_uris))
+        log.add_digests(page_digests(pa.array(page_uris), pa.array(page_buckets)))
     frames = list(log.frames())
     assert len(frames) > 7  # spilled: buckets appear in several frames
     got: dict[int, set[bytes]] = {}

@@ -48,7 +48,7 @@ def test_near_identical_uris_do_not_collide():
 def test_page_digests_group_by_bucket():
     uris = [f"https://x.com/u/status/{i}" for i in range(50)]
     buckets = [7 - i % 3 for i in range(50)]
-    grouped = page_digests(strings(uris), int64s(buckets))
+    grouped = page_digests(strings(uris), int64s(buckets)).grouped()
     assert sorted(grouped) == [5, 6, 7]
     for bucket, blob in grouped.items():
         assert split(blob) == {uri_digest(u) for u, b in zip(uris, buckets) if b == bucket}

@@ -20,10 +20,11 @@ from __future__ import annotations
 import hashlib
 import struct
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
+import attrs
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -78,18 +79,23 @@ def legacy_uri_digest(uri: str) -> bytes:
 
 def uri_digests(uris: pa.Array | pa.ChunkedArray) -> bytes:
     """The digests of ``uris`` (strings, no nulls), concatenated in order."""
+    return digest_array(uris).tobytes()
+
+
+def digest_array(uris: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """The digests of ``uris`` (strings, no nulls) as little-endian uint64s, in order."""
     values = uris.combine_chunks() if isinstance(uris, pa.ChunkedArray) else uris
     if values.type != pa.string():
         values = values.cast(pa.string())
     if values.null_count:
         raise ValueError("cannot digest a null URI")
     if len(values) == 0:
-        return b""
+        return np.empty(0, dtype="<u8")
     lengths = np.diff(np.frombuffer(values.buffers()[1], dtype=np.int32, count=len(values) + 1,
                                     offset=values.offset * 4))
     long = lengths > _VECTOR_BYTES
     if not long.any():
-        return _vector_digests(values, lengths).tobytes()
+        return _vector_digests(values, lengths)
     # Rare: a few very long URIs would pad the whole page to their length; digest them one by one.
     out = np.empty(len(values), dtype="<u8")
     short = ~long
@@ -97,7 +103,7 @@ def uri_digests(uris: pa.Array | pa.ChunkedArray) -> bytes:
         out[short] = _vector_digests(values.filter(booleans(short.tolist())), lengths[short])
     for index in np.flatnonzero(long).tolist():
         out[index] = int.from_bytes(uri_digest(values[index].as_py()), "little")
-    return out.tobytes()
+    return out
 
 
 def _vector_digests(values: pa.Array, lengths: np.ndarray) -> np.ndarray:
@@ -138,55 +144,87 @@ def join(digests: Iterable[bytes]) -> bytes:
 _FRAME = struct.Struct("<qI")  # bucket, blob length
 
 
-def page_digests(uris: pa.Array | pa.ChunkedArray, buckets: pa.Array | pa.ChunkedArray) -> dict[int, bytes]:
-    """The digests of a page's URIs, concatenated per hour bucket (rows grouped by bucket in Arrow)."""
-    order = pc.sort_indices(buckets)
-    blob = uri_digests(pc.take(uris, order))
-    grouped: dict[int, bytes] = {}
-    start = 0
-    for entry in pc.value_counts(pc.take(buckets, order)).to_pylist():
-        end = start + entry["counts"] * DIGEST_BYTES
-        grouped[entry["values"]] = blob[start:end]
-        start = end
-    return grouped
+@attrs.frozen(eq=False)
+class PageDigests:
+    """The digest of every URI of a page, beside its hour bucket (row order, not grouped yet)."""
+
+    buckets: np.ndarray  # int64
+    digests: np.ndarray  # little-endian uint64
+
+    def __len__(self) -> int:
+        return len(self.digests)
+
+    def grouped(self) -> dict[int, bytes]:
+        """The digests concatenated per hour bucket."""
+        return dict(_grouped(self.buckets, self.digests))
+
+
+def page_digests(uris: pa.Array | pa.ChunkedArray, buckets: pa.Array | pa.ChunkedArray) -> PageDigests:
+    """The digests of a page's URIs and their buckets; grouping waits for ``DigestLog`` (once per many pages).
+
+    A page in primary-key order spans most hour buckets of the export: grouping each page on its own
+    cost a Python step per bucket per page, more than the digests themselves.
+    """
+    bucket_values = buckets.combine_chunks() if isinstance(buckets, pa.ChunkedArray) else buckets
+    if bucket_values.null_count:
+        raise ValueError("cannot file a digest under a null hour bucket")
+    bucket_array = np.frombuffer(bucket_values.cast(pa.int64()).buffers()[1], dtype=np.int64,
+                                 count=len(bucket_values), offset=bucket_values.offset * 8)
+    return PageDigests(bucket_array, digest_array(uris))
+
+
+def _grouped(buckets: np.ndarray, values: np.ndarray) -> Iterator[tuple[int, bytes]]:
+    """``(bucket, digest blob)`` per distinct bucket, each blob in the rows' order (a stable sort)."""
+    if not len(values):
+        return
+    order = np.argsort(buckets, kind="stable")
+    sorted_buckets = buckets[order]
+    blob = values[order].tobytes()
+    uniques, starts = np.unique(sorted_buckets, return_index=True)
+    ends = [*starts[1:].tolist(), len(values)]
+    for bucket, start, end in zip(uniques.tolist(), starts.tolist(), ends):
+        yield bucket, blob[start * DIGEST_BYTES : end * DIGEST_BYTES]
 
 
 class DigestLog:
     """The digests of the rows one export read, per hour bucket, in bounded memory.
 
-    Past ``memory_bytes`` the buffers are appended as frames to an unnamed temporary file beside the
-    chunks (it disappears when closed, or with the process after a crash), so a 4M-row export holds a
-    few MiB of digests instead of 32 MiB. ``frames()`` may name a bucket several times.
+    Pages are kept as they come (16 bytes a row) and grouped by bucket only when spilled or read.
+    Past ``memory_bytes`` they are appended as frames to an unnamed temporary file beside the chunks
+    (it disappears when closed, or with the process after a crash), so a 4M-row export holds a few
+    MiB of digests instead of 64 MiB. ``frames()`` may name a bucket several times.
     """
 
     def __init__(self, directory: Path | None = None, memory_bytes: int = 4 * 2**20) -> None:
         self._directory = directory
         self._limit = memory_bytes
-        self._buffers: dict[int, bytearray] = {}
+        self._pages: list[PageDigests] = []
         self._held = 0
         self._file: IO[bytes] | None = None
         self.rows = 0
 
-    def add_digests(self, digests: Mapping[int, bytes], rows: int) -> None:
+    def add_digests(self, page: PageDigests) -> None:
         """Add a page's digests as made by ``page_digests`` (which may run on another thread)."""
-        for bucket, blob in digests.items():
-            buffer = self._buffers.get(bucket)
-            if buffer is None:
-                self._buffers[bucket] = bytearray(blob)
-            else:
-                buffer += blob
-        self.rows += rows
-        self._held += rows * DIGEST_BYTES
+        self._pages.append(page)
+        self.rows += len(page)
+        self._held += len(page) * (DIGEST_BYTES + 8)
         if self._held >= self._limit:
             self._spill()
+
+    def _in_memory(self) -> Iterator[tuple[int, bytes]]:
+        if not self._pages:
+            return iter(())
+        buckets = np.concatenate([page.buckets for page in self._pages])
+        values = np.concatenate([page.digests for page in self._pages])
+        return _grouped(buckets, values)
 
     def _spill(self) -> None:
         if self._file is None:
             self._file = tempfile.TemporaryFile(dir=self._directory, prefix=".digests-")
-        for bucket, buffer in self._buffers.items():
-            self._file.write(_FRAME.pack(bucket, len(buffer)))
-            self._file.write(buffer)
-        self._buffers.clear()
+        for bucket, blob in self._in_memory():
+            self._file.write(_FRAME.pack(bucket, len(blob)))
+            self._file.write(blob)
+        self._pages.clear()
         self._held = 0
 
     def frames(self) -> Iterator[tuple[int, bytes]]:
@@ -198,11 +236,10 @@ class DigestLog:
                 bucket, size = _FRAME.unpack(header)
                 yield bucket, self._file.read(size)
             self._file.seek(0, 2)
-        for bucket, buffer in self._buffers.items():
-            yield bucket, bytes(buffer)
+        yield from self._in_memory()
 
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
-        self._buffers.clear()
+        self._pages.clear()

@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 from storage_core.chunks import COMPRESSION, COMPRESSIONS, ROW_GROUP_ROWS
 from storage_core.export.arrow_values import int_scalar, text_scalar
 from storage_core.export.decode import SkippedRow, decode_page, source_name
-from storage_core.export.digests import DigestLog, page_digests
+from storage_core.export.digests import DigestLog, PageDigests, page_digests
 from storage_core.export.encoding import FieldEncoder
 from storage_core.export.partition import Partitioner, release_free_memory
 from storage_core.export.sqlite_source import MinerDatabase
@@ -56,7 +56,7 @@ class ExportOptions:
     max_rows: int | None = None  # stop at the hour bucket where this many rows are reached (back-pressure)
     scan_fraction: float = 0.1  # above this share of the table, one sequential scan beats index lookups
     max_reported_skips: int = 1_000  # URIs of undecodable rows kept in the result (all are counted)
-    digest_memory_bytes: int = 4 * 2**20  # row digests (8 bytes each) held before spilling to a temporary file
+    digest_memory_bytes: int = 2 * 2**20  # row digests (16 bytes each, with the bucket) held before spilling to a file
 
 
 @attrs.frozen
@@ -254,10 +254,10 @@ class Converted:
 
 @attrs.frozen
 class ReadPage:
-    """A page as read, with the digests of its URIs per hour bucket (made on the reader's thread)."""
+    """A page as read, with the digests of its URIs (made on the reader's thread)."""
 
     table: pa.Table
-    digests: dict[int, bytes]
+    digests: PageDigests
 
 
 def read_pages(pages: Iterable[pa.Table]) -> Iterator[ReadPage]:
@@ -285,7 +285,7 @@ def convert_pages(
             page = read.table
             decoded = decode_sources(page, options.encoder)
             done.rows_read += page.num_rows
-            done.bucket_digests.add_digests(read.digests, page.num_rows)
+            done.bucket_digests.add_digests(read.digests)
             for source, table in decoded.tables:
                 partitioner.add(source, table)
                 done.rows += table.num_rows
