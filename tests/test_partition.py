@@ -127,3 +127,18 @@ def test_the_writer_backlog_is_bounded_by_bytes_and_takes_a_burst_without_waitin
         writer.put(("x", "2026-11-01"), group)
     (staged,) = writer.close()
     assert staged.rows == 400 and pq.read_table(staged.path).column("uri").to_pylist() == page.column("uri").to_pylist()
+
+
+def test_a_compacted_copy_holds_only_its_rows_in_buffers_of_its_own():
+    from storage_core.export.arrow_values import owned_copy
+
+    table = make_table(40, "x")
+    parts = pa.concat_tables([table.slice(3, 5), table.slice(20, 7)])
+    copy = owned_copy(parts)
+    assert copy.equals(parts) and copy.schema == table.schema
+    original = {buffer.address for column in table.columns for chunk in column.chunks
+                for buffer in chunk.buffers() if buffer is not None}
+    for column in copy.columns:
+        assert column.num_chunks == 1
+        assert not {buffer.address for buffer in column.chunk(0).buffers() if buffer is not None} & original
+    assert copy.get_total_buffer_size() < table.get_total_buffer_size()

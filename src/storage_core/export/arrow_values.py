@@ -9,13 +9,9 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Sequence
-from typing import TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
-
-T = TypeVar("T", pa.Array, pa.Table)
-
 
 def strings(values: Sequence[str]) -> pa.Array:
     """A string array: one joined buffer split by Arrow (a value holding a newline takes ``pa.array``)."""
@@ -56,9 +52,14 @@ def int_scalar(value: int) -> pa.Scalar:
     return int64s([value])[0]
 
 
-def owned_copy(data: T) -> T:
-    """A copy of an array or table in fresh buffers from Arrow's memory pool (``take`` of every row)."""
-    return data.take(int64s(range(len(data))))
+def owned_copy(table: pa.Table) -> pa.Table:
+    """A copy of ``table`` in fresh buffers holding only its rows, one chunk per column.
+
+    ``concat_arrays`` copies even a single sliced chunk, and only the slice's values: one copy, where
+    a ``take`` of every row would first concatenate the chunks and then copy them again.
+    """
+    columns = [pa.concat_arrays(column.chunks) if column.num_chunks else column.combine_chunks() for column in table.columns]
+    return pa.Table.from_arrays(columns, schema=table.schema)
 
 
 def _one(type_: pa.DataType, data: bytes) -> pa.Array:
