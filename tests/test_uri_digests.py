@@ -57,3 +57,12 @@ def test_page_digests_group_by_bucket():
 def test_a_null_uri_is_refused_by_name():
     with pytest.raises(ValueError, match="null URI"):
         uri_digests(pa.array(["https://x.com/a", None], pa.string()))
+
+
+@pytest.mark.parametrize("buckets", [[7, 5, 7, 6, 5, 7], [2**62, -(2**62), 2**62, 0, -(2**62), 2**62]])
+def test_grouping_keeps_each_bucket_in_row_order_whatever_the_bucket_range(buckets):
+    uris = [f"https://x.com/u/status/{i}" for i in range(len(buckets))]
+    grouped = page_digests(strings(uris), int64s(buckets)).grouped()
+    for bucket, blob in grouped.items():
+        assert blob == b"".join(uri_digest(u) for u, b in zip(uris, buckets) if b == bucket)
+    assert sorted(grouped) == sorted(set(buckets))

@@ -177,12 +177,15 @@ def _grouped(buckets: np.ndarray, values: np.ndarray) -> Iterator[tuple[int, byt
     """``(bucket, digest blob)`` per distinct bucket, each blob in the rows' order (a stable sort)."""
     if not len(values):
         return
-    order = np.argsort(buckets, kind="stable")
+    low = int(buckets.min())
+    # Buckets are hours: a log's span nearly always fits 16 bits, which numpy sorts by radix (~5x faster).
+    keys = (buckets - low).astype(np.uint16) if int(buckets.max()) - low < 1 << 16 else buckets
+    order = np.argsort(keys, kind="stable")
     sorted_buckets = buckets[order]
     blob = values[order].tobytes()
-    uniques, starts = np.unique(sorted_buckets, return_index=True)
-    ends = [*starts[1:].tolist(), len(values)]
-    for bucket, start, end in zip(uniques.tolist(), starts.tolist(), ends):
+    starts = [0, *(np.flatnonzero(sorted_buckets[1:] != sorted_buckets[:-1]) + 1).tolist()]
+    ends = [*starts[1:], len(values)]
+    for bucket, start, end in zip(sorted_buckets[starts].tolist(), starts, ends):
         yield bucket, blob[start * DIGEST_BYTES : end * DIGEST_BYTES]
 
 
