@@ -286,14 +286,17 @@ def convert_pages(
             decoded = decode_sources(page, options.encoder)
             done.rows_read += page.num_rows
             done.bucket_digests.add_digests(read.digests)
-            for source, table in decoded.tables:
-                partitioner.add(source, table)
-                done.rows += table.num_rows
             done.skipped_count += len(decoded.skipped)
             done.skipped.extend(decoded.skipped[: max(0, options.max_reported_skips - len(done.skipped))])
             if on_page is not None:
                 on_page(page, done.rows_read)
+            tables = decoded.tables
+            done.rows += sum(table.num_rows for _source, table in tables)
+            # Let go of the raw page (its content above all) before partitioning, which may wait for
+            # the writer; and of each decoded table once the partitioner holds its rows.
             del read, page, decoded
+            while tables:
+                partitioner.add(*tables.pop(0))
             if done.rows_read // options.page_rows % 32 == 0:
                 release_free_memory()  # now and then: freed pages otherwise linger in malloc arenas
         done.files = partitioner.finish()

@@ -124,6 +124,7 @@ class Partitioner:
     def add(self, source: str, table: pa.Table) -> None:
         """Add rows of ``source`` (any days, any order); may block while the writer catches up."""
         grouped, parts = _by_day(table)
+        del table  # when grouping copied it, the copy is what the slices keep alive
         held = _Held(grouped.nbytes)  # the slices keep all of it alive
         self._held += held.nbytes
         for day, part in parts:
