@@ -265,12 +265,17 @@ class _ChunkWriter:
     def _run(self) -> None:
         while (job := self._jobs.get()) is not _STOP:
             key, table, size = job
+            del job
             if self._error is None and not self._aborted:
                 try:
+                    # One chunk per column: the slices' pages are let go before encoding starts, and
+                    # Parquet encodes one array per column instead of one per page the rows came from
+                    # (measured: faster by more than the copy costs, and a few MiB lower at the peak).
+                    table = table.combine_chunks()
                     self._write(key, table)
                 except BaseException as error:  # handed to the partitioner at its next call
                     self._error = error
-            del job, table
+            del table
             with self._room:
                 self._queued_bytes -= size
                 self._room.notify()
