@@ -142,3 +142,46 @@ def test_a_compacted_copy_holds_only_its_rows_in_buffers_of_its_own():
         assert column.num_chunks == 1
         assert not {buffer.address for buffer in column.chunk(0).buffers() if buffer is not None} & original
     assert copy.get_total_buffer_size() < table.get_total_buffer_size()
+
+
+def test_full_chunks_are_sealed_off_the_writer_thread_while_rows_still_arrive(tmp_path, monkeypatch):
+    sealed_on: list[str] = []
+    original = partition.seal_chunk
+
+    def recording_seal(path, directory):
+        sealed_on.append(threading.current_thread().name)
+        return original(path, directory)
+
+    monkeypatch.setattr(partition, "seal_chunk", recording_seal)
+    partitioner = Partitioner(tmp_path, chunk_rows=40, memory_bytes=64 * 2**20, row_group_rows=16)
+    pages = _pages(days=2, per_day=120)
+    for page in pages:
+        partitioner.add("x", page)
+    files = partitioner.finish()
+    assert sum(f.rows for f in files) == sum(page.num_rows for page in pages)
+    assert len(files) == len(sealed_on) >= 6
+    assert all(name.startswith("storage-core-chunk-seal") for name in sealed_on)
+    assert not list(tmp_path.glob(".tmp-*"))
+
+
+def test_a_seal_that_fails_mid_export_surfaces_and_keeps_the_chunks_already_sealed(tmp_path, monkeypatch):
+    original = partition.seal_chunk
+    calls: list[int] = []
+
+    def failing_seal(path, directory):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError("fsync failed (simulated)")
+        return original(path, directory)
+
+    monkeypatch.setattr(partition, "seal_chunk", failing_seal)
+    partitioner = Partitioner(tmp_path, chunk_rows=40, memory_bytes=64 * 2**20, row_group_rows=16)
+    with pytest.raises(OSError, match="fsync failed"):
+        for page in _pages(days=2, per_day=120):
+            partitioner.add("x", page)
+        partitioner.finish()
+    partitioner.discard()
+    kept = list(tmp_path.glob("*.parquet"))
+    assert kept  # sealed before the failure: complete, content-addressed, kept
+    for path in kept:
+        assert pq.ParquetFile(path).metadata.num_rows <= 40

@@ -30,16 +30,12 @@ COMPRESSIONS = ("snappy", "zstd")
 DICTIONARY_COLUMNS = ("source", "label", "username", "community_name", "data_type")
 #: Long free text: min/max statistics of tweets and bodies help nobody and swell the footer.
 FREE_TEXT_COLUMNS = ("text", "body", "title", "tweet_hashtags")
-_HASH_BLOCK = 1 << 20
 
 
 def sha256_file(path: Path) -> str:
-    """The sha256 of a file, read in 1 MiB blocks (never the whole file in memory)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(_HASH_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
+    """The sha256 of a file, read into one reused buffer (never the whole file in memory)."""
+    with open(path, "rb", buffering=0) as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def write_chunk(table: pa.Table, source: str, directory: Path, compression: str = COMPRESSION) -> StagedFile:

@@ -20,7 +20,7 @@ import ctypes.util
 import logging
 import queue
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -200,6 +200,8 @@ class _OpenChunk:
 
 
 _STOP = object()
+#: Threads that fsync and hash sealed chunks (both release the GIL; the fsyncs mostly wait on the disk).
+SEAL_THREADS = 4
 
 
 class _ChunkWriter:
@@ -223,6 +225,8 @@ class _ChunkWriter:
         self._room = threading.Condition()
         self._open: dict[tuple[str, str], _OpenChunk] = {}
         self._sealed: list[StagedFile] = []
+        self._sealer: ThreadPoolExecutor | None = None
+        self._seals: list[Future[StagedFile]] = []
         self._error: BaseException | None = None
         self._aborted = False
         self._thread = threading.Thread(target=self._run, name="storage-core-chunk-writer", daemon=True)
@@ -280,12 +284,9 @@ class _ChunkWriter:
                 self._queued_bytes -= size
                 self._room.notify()
         if self._error is None and not self._aborted:
-            # Most chunks are sealed here, at the end: overlap their fsyncs and hashes (both release the GIL).
-            with ThreadPoolExecutor(4, thread_name_prefix="storage-core-chunk-seal") as pool:
-                futures = [pool.submit(self._seal, key) for key in sorted(self._open)]
-            errors = [future.exception() for future in futures if future.exception() is not None]
-            if errors:
-                self._error = errors[0]
+            for key in sorted(self._open):  # most chunks end here, sealed side by side
+                self._seal(key)
+        self._collect_seals()
 
     def _write(self, key: tuple[str, str], table: pa.Table) -> None:
         while table.num_rows:
@@ -301,7 +302,30 @@ class _ChunkWriter:
                 self._seal(key)
 
     def _seal(self, key: tuple[str, str]) -> None:
+        """Close a full chunk and hand it to the sealing threads: its fsync and hash never stall encoding.
+
+        A large export seals chunks all along (one per ``chunk_rows`` rows of a day); sealed on this
+        thread, each fsync held up every row group behind it (measured: ~25 ms a chunk, ~3 s per 4M rows).
+        """
         chunk = self._open[key]
         chunk.writer.close()
-        self._sealed.append(seal_chunk(chunk.path, self.directory))  # list.append is atomic
         del self._open[key]
+        if self._sealer is None:
+            self._sealer = ThreadPoolExecutor(SEAL_THREADS, thread_name_prefix="storage-core-chunk-seal")
+        future = self._sealer.submit(seal_chunk, chunk.path, self.directory)
+        future.add_done_callback(self._note_seal_error)
+        self._seals.append(future)
+
+    def _note_seal_error(self, future: Future[StagedFile]) -> None:
+        error = future.exception()
+        if error is not None and self._error is None:
+            self._error = error  # the partitioner raises it at its next call
+
+    def _collect_seals(self) -> None:
+        """Wait for every seal; keep the sealed chunks (complete and content-addressed, even after an error)."""
+        if self._sealer is not None:
+            self._sealer.shutdown(wait=True)
+        for future in self._seals:
+            if future.exception() is None:
+                self._sealed.append(future.result())
+        self._seals.clear()
