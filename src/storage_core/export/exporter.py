@@ -31,7 +31,8 @@ from storage_core.export.arrow_values import int_scalar, text_scalar
 from storage_core.export.decode import SkippedRow, decode_page, source_name
 from storage_core.export.digests import DigestLog, PageDigests, page_digests
 from storage_core.export.encoding import FieldEncoder
-from storage_core.export.partition import Partitioner, release_free_memory
+from storage_core.export.os_hints import release_free_memory
+from storage_core.export.partition import Partitioner
 from storage_core.export.sqlite_source import MinerDatabase
 from storage_core.export.watermark import Watermark
 from storage_core.values import StagedFile

@@ -15,13 +15,11 @@ order, so a whole chunk is sorted and a checker's row-group statistics on ``uri`
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
 import queue
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import attrs
@@ -31,22 +29,12 @@ import pyarrow.parquet as pq
 
 from storage_core.chunks import COMPRESSION, ROW_GROUP_ROWS, open_chunk, seal_chunk
 from storage_core.export.arrow_values import owned_copy
+from storage_core.export.os_hints import start_writeback
 from storage_core.values import StagedFile
 
 log = logging.getLogger(__name__)
 
 
-def _load_malloc_trim() -> Callable[[], None]:
-    """glibc keeps freed memory in per-thread arenas; ``malloc_trim`` hands it back (no-op elsewhere)."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):
-        return lambda: None
-    return lambda: trim(0) and None
-
-
-release_free_memory = _load_malloc_trim()
 
 
 def _by_day(table: pa.Table) -> tuple[pa.Table, list[tuple[str, pa.Table]]]:
@@ -197,9 +185,12 @@ class _OpenChunk:
     path: Path
     writer: pq.ParquetWriter
     rows: int = 0
+    written_back: int = 0  # bytes of the file whose writeback has been started
 
 
 _STOP = object()
+#: Written bytes of a chunk after which the kernel is asked to start writing it back (see ``os_hints``).
+WRITEBACK_BYTES = 1 << 20
 #: Threads that fsync and hash sealed chunks (both release the GIL; the fsyncs mostly wait on the disk).
 SEAL_THREADS = 4
 
@@ -297,6 +288,10 @@ class _ChunkWriter:
             piece = table.slice(0, self.chunk_rows - chunk.rows)
             chunk.writer.write_table(piece, row_group_size=self.row_group_rows)
             chunk.rows += piece.num_rows
+            size = chunk.path.stat().st_size
+            if size - chunk.written_back >= WRITEBACK_BYTES:
+                start_writeback(chunk.path)
+                chunk.written_back = size
             table = table.slice(piece.num_rows)
             if chunk.rows >= self.chunk_rows:
                 self._seal(key)
