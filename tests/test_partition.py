@@ -185,3 +185,17 @@ def test_a_seal_that_fails_mid_export_surfaces_and_keeps_the_chunks_already_seal
     assert kept  # sealed before the failure: complete, content-addressed, kept
     for path in kept:
         assert pq.ParquetFile(path).metadata.num_rows <= 40
+
+
+def test_the_writer_backlog_is_the_budget_or_half_of_it_with_field_encoding(tmp_path):
+    from cryptography.fernet import Fernet
+
+    from storage_core.export import ExportOptions, FieldEncoder
+
+    assert ExportOptions(memory_bytes=16).backlog_bytes() == 16
+    encoder = FieldEncoder.from_keys(url=Fernet.generate_key())
+    assert ExportOptions(memory_bytes=16, encoder=encoder).backlog_bytes() == 8
+    assert ExportOptions(memory_bytes=16, encoder=encoder, writer_backlog_bytes=5).backlog_bytes() == 5
+    partitioner = Partitioner(tmp_path, chunk_rows=10, memory_bytes=100, backlog_bytes=7)
+    assert partitioner._writer.backlog_bytes == 7
+    partitioner.discard()

@@ -100,14 +100,16 @@ class Partitioner:
         memory_bytes: int,
         row_group_rows: int = ROW_GROUP_ROWS,
         compression: str = COMPRESSION,
+        backlog_bytes: int | None = None,
     ) -> None:
+        """``backlog_bytes`` bounds the row groups waiting for the writer (default: ``memory_bytes``)."""
         self.memory_bytes = memory_bytes
         self.row_group_rows = max(1, min(row_group_rows, chunk_rows))
         self.small_rows = max(1, self.row_group_rows // 16)
         self._streams: dict[tuple[str, str], _Stream] = {}
         self._held = 0
         self._writer = _ChunkWriter(Path(directory), chunk_rows, self.row_group_rows, compression,
-                                    backlog_bytes=memory_bytes)
+                                    backlog_bytes=memory_bytes if backlog_bytes is None else backlog_bytes)
 
     def add(self, source: str, table: pa.Table) -> None:
         """Add rows of ``source`` (any days, any order); may block while the writer catches up."""
