@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import pyarrow as pa
 import pyarrow.compute as pc
 
+
 def strings(values: Sequence[str]) -> pa.Array:
     """A string array: one joined buffer split by Arrow (a value holding a newline takes ``pa.array``)."""
     if not values:
@@ -58,7 +59,8 @@ def owned_copy(table: pa.Table) -> pa.Table:
     ``concat_arrays`` copies even a single sliced chunk, and only the slice's values: one copy, where
     a ``take`` of every row would first concatenate the chunks and then copy them again.
     """
-    columns = [pa.concat_arrays(column.chunks) if column.num_chunks else column.combine_chunks() for column in table.columns]
+    columns = [pa.concat_arrays(column.chunks) if column.num_chunks else column.combine_chunks()
+               for column in table.columns]
     return pa.Table.from_arrays(columns, schema=table.schema)
 
 

@@ -198,7 +198,7 @@ class DigestLog:
     MiB of digests instead of 64 MiB. ``frames()`` may name a bucket several times.
     """
 
-    def __init__(self, directory: Path | None = None, memory_bytes: int = 4 * 2**20) -> None:
+    def __init__(self, directory: Path | None = None, memory_bytes: int = 2 * 2**20) -> None:
         self._directory = directory
         self._limit = memory_bytes
         self._pages: list[PageDigests] = []

@@ -63,6 +63,7 @@ class ExportOptions:
     writer_backlog_bytes: int | None = None
 
     def backlog_bytes(self) -> int:
+        """The bound on row groups waiting for the chunk writer (see ``writer_backlog_bytes``)."""
         if self.writer_backlog_bytes is not None:
             return self.writer_backlog_bytes
         return self.memory_bytes // 2 if self.encoder is not None else self.memory_bytes

@@ -35,8 +35,6 @@ from storage_core.values import StagedFile
 log = logging.getLogger(__name__)
 
 
-
-
 def _by_day(table: pa.Table) -> tuple[pa.Table, list[tuple[str, pa.Table]]]:
     """``table`` with its rows grouped by UTC day of ``datetime``, and ``(day, rows)`` slices of it.
 
