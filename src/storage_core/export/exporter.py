@@ -213,7 +213,8 @@ def export(
         upper_text = text_scalar(plan.upper)
 
         def on_page(page: pa.Table, rows_read: int) -> None:
-            at_upper.extend(page.filter(pc.equal(page.column("datetime"), upper_text)).column("uri").to_pylist())
+            # Filter the uri column alone: filtering the page would copy every column, content included.
+            at_upper.extend(pc.filter(page.column("uri"), pc.equal(page.column("datetime"), upper_text)).to_pylist())
             if progress is not None:
                 progress(rows_read, max(plan.expected_rows, rows_read))
 
