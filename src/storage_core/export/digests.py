@@ -210,7 +210,7 @@ class DigestLog:
         """Add a page's digests as made by ``page_digests`` (which may run on another thread)."""
         self._pages.append(page)
         self.rows += len(page)
-        self._held += len(page) * (DIGEST_BYTES + 8)
+        self._held += page.buckets.nbytes + page.digests.nbytes
         if self._held >= self._limit:
             self._spill()
 
