@@ -59,7 +59,7 @@ class ExportOptions:
     max_reported_skips: int = 1_000  # URIs of undecodable rows kept in the result (all are counted)
     digest_memory_bytes: int = 2 * 2**20  # row digests (16 bytes each, with the bucket) held before spilling to a file
     #: Row groups waiting for the chunk writer; None: ``memory_bytes``, or half of it with field encoding
-    #: (encrypted rows are ~40% larger: a whole budget of them put the peak at 249-256 MiB, half at 231-236).
+    #: (encrypted rows are ~40% larger: a whole budget of them put the 1M-row peak at 242-256.5 MiB, half at 231-247).
     writer_backlog_bytes: int | None = None
 
     def backlog_bytes(self) -> int:
