@@ -53,6 +53,13 @@ def int_scalar(value: int) -> pa.Scalar:
     return int64s([value])[0]
 
 
+def one_array(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """``values`` as one array: a lone chunk as it is, without the copy ``combine_chunks`` makes even of one."""
+    if isinstance(values, pa.Array):
+        return values
+    return values.chunk(0) if values.num_chunks == 1 else values.combine_chunks()
+
+
 def owned_copy(table: pa.Table) -> pa.Table:
     """A copy of ``table`` in fresh buffers holding only its rows, one chunk per column.
 

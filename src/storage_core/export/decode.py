@@ -23,6 +23,7 @@ import pyarrow.json as pa_json
 from storage_core.export.arrow_values import (
     binary_scalar,
     int64s,
+    one_array,
     optional_strings,
     strings,
     text_scalar,
@@ -142,7 +143,7 @@ def _parse_lines(source: str, data: pa.Buffer, rows: int) -> dict[str, pa.Array]
         return None
     if table.num_rows != rows:
         return None  # a row spans several lines (pretty-printed) or none: msgspec sorts it out
-    columns = {_JSON_COLUMNS[source][name]: table.column(name).combine_chunks() for name in table.column_names}
+    columns = {_JSON_COLUMNS[source][name]: one_array(table.column(name)) for name in table.column_names}
     if any(columns[name].null_count for name in _REQUIRED[source]):
         return None  # a required field is missing: msgspec names the row and the field
     return columns
@@ -180,7 +181,7 @@ def decode_page(
     ``rows_to_table``, which names every skipped row.
     """
     # Each content ends with a newline (see sqlite_source.PAGE_COLUMNS): the values buffer is JSON lines.
-    content = page.column("content").combine_chunks()
+    content = one_array(page.column("content"))
     _validity, offsets, lines = content.buffers()
     columns = None
     if page.num_rows and lines is not None and _one_object_each(content):
@@ -188,9 +189,11 @@ def decode_page(
         start, end = positions[content.offset], positions[content.offset + len(content)]
         columns = _parse_lines(source, lines.slice(start, end - start), page.num_rows)
     if columns is not None:
-        datetimes = _arrow_timestamps(page.column("datetime").combine_chunks())
+        datetimes = _arrow_timestamps(one_array(page.column("datetime")))
         if datetimes is not None:
-            label = page.column("label").combine_chunks()
+            label = one_array(page.column("label"))
+            # The columns kept from the page are copied: the rows waiting to be written then own their
+            # buffers, which is what the partitioner counts (the content is used here and let go).
             stored = {
                 "uri": page.column("uri").combine_chunks(),
                 "datetime": datetimes,

@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from storage_core.export.arrow_values import booleans
+from storage_core.export.arrow_values import booleans, one_array
 
 DIGEST_BYTES = 8
 #: The digest scheme of this code, recorded in the ledger; ``LEGACY_SCHEME`` is the one before it.
@@ -84,7 +84,7 @@ def uri_digests(uris: pa.Array | pa.ChunkedArray) -> bytes:
 
 def digest_array(uris: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """The digests of ``uris`` (strings, no nulls) as little-endian uint64s, in order."""
-    values = uris.combine_chunks() if isinstance(uris, pa.ChunkedArray) else uris
+    values = one_array(uris)
     if values.type != pa.string():
         values = values.cast(pa.string())
     if values.null_count:
@@ -165,11 +165,12 @@ def page_digests(uris: pa.Array | pa.ChunkedArray, buckets: pa.Array | pa.Chunke
     A page in primary-key order spans most hour buckets of the export: grouping each page on its own
     cost a Python step per bucket per page, more than the digests themselves.
     """
-    bucket_values = buckets.combine_chunks() if isinstance(buckets, pa.ChunkedArray) else buckets
+    bucket_values = one_array(buckets)
     if bucket_values.null_count:
         raise ValueError("cannot file a digest under a null hour bucket")
+    # A copy: a view would keep the buffer, and with it the whole page read through ADBC, alive.
     bucket_array = np.frombuffer(bucket_values.cast(pa.int64()).buffers()[1], dtype=np.int64,
-                                 count=len(bucket_values), offset=bucket_values.offset * 8)
+                                 count=len(bucket_values), offset=bucket_values.offset * 8).copy()
     return PageDigests(bucket_array, digest_array(uris))
 
 

@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from storage_core.chunks import COMPRESSION, COMPRESSIONS, ROW_GROUP_ROWS
-from storage_core.export.arrow_values import int_scalar, text_scalar
+from storage_core.export.arrow_values import int_scalar, one_array, text_scalar
 from storage_core.export.decode import SkippedRow, decode_page, source_name
 from storage_core.export.digests import DigestLog, PageDigests, page_digests
 from storage_core.export.encoding import FieldEncoder
@@ -347,7 +347,7 @@ def _by_source(page: pa.Table) -> Iterator[tuple[str, pa.Table | None, list[Skip
     A scan page is in uri order and URIs start with the source's host, so its sources come in a run
     or two: those are sliced (no copy). A page that mixes them more (the index path) is filtered.
     """
-    sources = page.column("source").combine_chunks()
+    sources = one_array(page.column("source"))
     runs = pc.run_end_encode(sources)
     ends = runs.run_ends.to_pylist()
     groups: list[tuple[int, pa.Table]]
