@@ -115,8 +115,8 @@ def test_the_writer_backlog_is_bounded_by_bytes_and_takes_a_burst_without_waitin
     groups = [page.slice(start, 50) for start in range(0, 400, 50)]
     writer = partition._ChunkWriter(tmp_path, 1_000, 50, "snappy", backlog_bytes=sum(g.nbytes for g in groups[:4]))
     for group in groups[:4]:  # a burst up to the bound goes in while the writer is stuck
-        writer.put(("x", "2026-11-01"), group)
-    fifth = threading.Thread(target=writer.put, args=(("x", "2026-11-01"), groups[4]))
+        writer.put(("x", "2026-11-01"), group, group.nbytes)
+    fifth = threading.Thread(target=writer.put, args=(("x", "2026-11-01"), groups[4], groups[4].nbytes))
     fifth.start()
     fifth.join(0.5)
     assert fifth.is_alive()  # past the bound: back-pressure
@@ -124,7 +124,7 @@ def test_the_writer_backlog_is_bounded_by_bytes_and_takes_a_burst_without_waitin
     fifth.join(10)
     assert not fifth.is_alive()
     for group in groups[5:]:
-        writer.put(("x", "2026-11-01"), group)
+        writer.put(("x", "2026-11-01"), group, group.nbytes)
     (staged,) = writer.close()
     assert staged.rows == 400 and pq.read_table(staged.path).column("uri").to_pylist() == page.column("uri").to_pylist()
 
@@ -199,3 +199,28 @@ def test_the_writer_backlog_is_the_budget_or_half_of_it_with_field_encoding(tmp_
     partitioner = Partitioner(tmp_path, chunk_rows=10, memory_bytes=100, backlog_bytes=7)
     assert partitioner._writer.backlog_bytes == 7
     partitioner.discard()
+
+
+def test_one_array_takes_a_lone_chunk_as_it_is_and_joins_several():
+    from storage_core.export.arrow_values import one_array
+
+    values = pa.array(["a", "bb", "ccc"])
+    lone = one_array(pa.chunked_array([values]))
+    assert lone.buffers()[2].address == values.buffers()[2].address  # no copy
+    assert one_array(pa.chunked_array([values, values])).to_pylist() == ["a", "bb", "ccc"] * 2
+    assert one_array(pa.chunked_array([], pa.string())).to_pylist() == []
+    assert one_array(values) is values
+
+
+def test_the_writer_is_told_the_bytes_its_row_groups_hold(tmp_path, monkeypatch):
+    sizes: list[tuple[int, int]] = []
+    original = partition._ChunkWriter.put
+    monkeypatch.setattr(partition._ChunkWriter, "put", lambda self, key, table, size: (
+        sizes.append((size, table.nbytes)), original(self, key, table, size)))
+    partitioner = Partitioner(tmp_path, chunk_rows=10_000, memory_bytes=1 << 30, row_group_rows=256)
+    for page in _pages(days=3, per_day=600, page_rows=300):
+        partitioner.add("x", page)
+    partitioner.finish()
+    assert len(sizes) > 3
+    for estimate, exact in sizes:  # an estimate from the page's bytes per row, not Table.nbytes of slices
+        assert 0.8 * exact <= estimate <= 1.25 * exact

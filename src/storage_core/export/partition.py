@@ -68,7 +68,12 @@ class _Held:
     """A table that buffered parts are slices of: its memory is held until the last part is written."""
 
     nbytes: int
+    rows: int
     parts: int = 0
+
+    def bytes_of(self, rows: int) -> int:
+        """The share of ``nbytes`` that ``rows`` of it stand for (``Table.nbytes`` of slices is slow)."""
+        return self.nbytes * rows // max(1, self.rows)
 
 
 @attrs.define
@@ -113,7 +118,7 @@ class Partitioner:
         """Add rows of ``source`` (any days, any order); may block while the writer catches up."""
         grouped, parts = _by_day(table)
         del table  # when grouping copied it, the copy is what the slices keep alive
-        held = _Held(grouped.nbytes)  # the slices keep all of it alive
+        held = _Held(grouped.nbytes, grouped.num_rows)  # the slices keep all of it alive
         self._held += held.nbytes
         for day, part in parts:
             stream = self._streams.get((source, day))
@@ -136,29 +141,32 @@ class Partitioner:
                 if stream.rows:
                     self._flush(stream)
 
-    def _release(self, stream: _Stream) -> pa.Table:
-        """Take a stream's buffered rows as one table, letting go of the pages they were slices of."""
+    def _release(self, stream: _Stream) -> tuple[pa.Table, int]:
+        """Take a stream's buffered rows as one table, and their bytes, letting go of the pages they were slices of."""
         table = pa.concat_tables([part for part, _held in stream.parts])
-        for _part, held in stream.parts:
+        size = 0
+        for part, held in stream.parts:
+            size += held.bytes_of(part.num_rows)
             held.parts -= 1
             if held.parts == 0:
                 self._held -= held.nbytes
         stream.parts, stream.rows = [], 0
-        return table
+        return table, size
 
     def _compact(self, stream: _Stream) -> None:
         """Copy a small stream's rows out of the pages they keep alive."""
         rows = stream.rows
-        copy = owned_copy(self._release(stream))
-        held = _Held(copy.nbytes, parts=1)
+        copy = owned_copy(self._release(stream)[0])
+        held = _Held(copy.nbytes, rows, parts=1)
         self._held += held.nbytes
         stream.parts, stream.rows, stream.owned = [(copy, held)], rows, True
 
     def _flush(self, stream: _Stream) -> None:
         """Hand a stream's buffered rows to the writer, as row groups of at most ``row_group_rows``."""
-        table = self._release(stream)
+        table, size = self._release(stream)
         for start in range(0, table.num_rows, self.row_group_rows):
-            self._writer.put((stream.source, stream.day), _sorted_by_uri(table.slice(start, self.row_group_rows)))
+            group = table.slice(start, self.row_group_rows)
+            self._writer.put((stream.source, stream.day), _sorted_by_uri(group), size * group.num_rows // table.num_rows)
 
     def finish(self) -> list[StagedFile]:
         """Write every buffered row, seal every chunk, and return them in (source, day) order."""
@@ -225,9 +233,9 @@ class _ChunkWriter:
         self._thread = threading.Thread(target=self._run, name="storage-core-chunk-writer", daemon=True)
         self._thread.start()
 
-    def put(self, key: tuple[str, str], table: pa.Table) -> None:
+    def put(self, key: tuple[str, str], table: pa.Table, size: int) -> None:
+        """Queue ``table`` (``size``: the bytes its slices reference, not the whole pages behind them)."""
         self._raise_error()
-        size = table.nbytes  # the bytes its slices reference, not the whole pages behind them
         with self._room:
             while self._queued_bytes and self._queued_bytes + size > self.backlog_bytes:
                 self._room.wait()
