@@ -64,7 +64,7 @@ def test_a_tight_budget_writes_small_row_groups_and_copies_small_streams(tmp_pat
 
 def test_a_writer_error_surfaces_and_leaves_no_partial_chunk(tmp_path, monkeypatch):
     opened = []
-    original = partition.open_chunk
+    original = partition.ChunkFile
 
     def failing_open(source, directory, compression):
         if opened:
@@ -72,7 +72,7 @@ def test_a_writer_error_surfaces_and_leaves_no_partial_chunk(tmp_path, monkeypat
         opened.append(1)
         return original(source, directory, compression)
 
-    monkeypatch.setattr(partition, "open_chunk", failing_open)
+    monkeypatch.setattr(partition, "ChunkFile", failing_open)
     partitioner = Partitioner(tmp_path, chunk_rows=1_000, memory_bytes=1, row_group_rows=16)
     with pytest.raises(OSError, match="disk full"):
         for page in _pages(days=3):
@@ -148,9 +148,9 @@ def test_full_chunks_are_sealed_off_the_writer_thread_while_rows_still_arrive(tm
     sealed_on: list[str] = []
     original = partition.seal_chunk
 
-    def recording_seal(path, directory):
+    def recording_seal(chunk, directory):
         sealed_on.append(threading.current_thread().name)
-        return original(path, directory)
+        return original(chunk, directory)
 
     monkeypatch.setattr(partition, "seal_chunk", recording_seal)
     partitioner = Partitioner(tmp_path, chunk_rows=40, memory_bytes=64 * 2**20, row_group_rows=16)
@@ -168,11 +168,11 @@ def test_a_seal_that_fails_mid_export_surfaces_and_keeps_the_chunks_already_seal
     original = partition.seal_chunk
     calls: list[int] = []
 
-    def failing_seal(path, directory):
+    def failing_seal(chunk, directory):
         calls.append(1)
         if len(calls) == 2:
             raise OSError("fsync failed (simulated)")
-        return original(path, directory)
+        return original(chunk, directory)
 
     monkeypatch.setattr(partition, "seal_chunk", failing_seal)
     partitioner = Partitioner(tmp_path, chunk_rows=40, memory_bytes=64 * 2**20, row_group_rows=16)

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from storage_core.chunks import describe_chunk, verify_batch, write_chunk
+from storage_core.chunks import ChunkFile, describe_chunk, seal_chunk, sha256_file, verify_batch, write_chunk
 from storage_core.errors import InvalidBatchError
 from storage_core.layout import hotkey_of_key, key_for, object_key
 from storage_core.schema import SCHEMA_VERSION, schema_for, schema_problem
@@ -28,6 +28,26 @@ def test_chunk_is_content_addressed_and_described(tmp_path: Path) -> None:
     again = write_chunk(table, "x", tmp_path / "again")
     assert again.sha256 == staged.sha256  # same rows, same bytes, same address
     assert describe_chunk(staged.path) == staged
+
+
+def test_a_chunk_hashed_as_it_is_written_has_the_sha256_of_its_bytes(tmp_path: Path) -> None:
+    table = make_table(30_000, "x", seed=3).sort_by("uri")
+    chunk = ChunkFile("x", tmp_path)
+    for start in range(0, table.num_rows, 700):  # many row groups, many sink buffers
+        chunk.writer.write_table(table.slice(start, 700), row_group_size=700)
+    chunk.close()
+    staged = seal_chunk(chunk, tmp_path)
+    assert staged.size_bytes > 2 * 2**20  # past the sink buffer twice
+    assert staged.sha256 == sha256_file(staged.path) and staged.path.name == f"{staged.sha256}.parquet"
+    assert pq.read_table(staged.path).column("uri").to_pylist() == table.column("uri").to_pylist()
+    assert [path.name for path in tmp_path.iterdir()] == [staged.path.name]
+
+
+def test_an_aborted_chunk_leaves_no_file(tmp_path: Path) -> None:
+    chunk = ChunkFile("x", tmp_path)
+    chunk.writer.write_table(make_table(100, "x"), row_group_size=50)
+    chunk.abort()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_chunk_spanning_two_days_is_refused(tmp_path: Path) -> None:

@@ -41,47 +41,128 @@ def sha256_file(path: Path) -> str:
 def write_chunk(table: pa.Table, source: str, directory: Path, compression: str = COMPRESSION) -> StagedFile:
     """Write ``table`` (rows of one source and one UTC day) as a content-addressed chunk in ``directory``.
 
-    The file is written to a temporary name, fsynced, hashed, then renamed to ``{sha256}.parquet``, so a
-    crash never leaves a half-written chunk under a final name.
+    The file is written to a temporary name, fsynced, then renamed to ``{sha256}.parquet``, so a crash
+    never leaves a half-written chunk under a final name.
     """
     if table.num_rows == 0:
         raise InvalidBatchError("refusing to write an empty chunk")
     table = table.cast(schema_for(source))
-    temporary, writer = open_chunk(source, directory, compression)
+    chunk = ChunkFile(source, directory, compression)
     try:
-        writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
-    finally:
-        writer.close()
-    return seal_chunk(temporary, directory)
+        chunk.writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
+        chunk.close()
+    except BaseException:
+        chunk.abort()
+        raise
+    return seal_chunk(chunk, directory)
 
 
-def open_chunk(source: str, directory: Path, compression: str = COMPRESSION) -> tuple[Path, pq.ParquetWriter]:
-    """A parquet writer on a new temporary file in ``directory``; each ``write_table`` adds row groups.
+#: Bytes gathered before each write to a chunk file: parquet writes each page and page header on its
+#: own, some thirty small writes per row group. Small, as an export keeps one chunk open per day.
+SINK_BUFFER_BYTES = 64 << 10
 
-    Close the writer, then ``seal_chunk`` the path. Temporary names start with ".tmp-", so a spool's
-    recovery removes them after a crash.
+
+class _HashingFile:
+    """The file under a chunk's parquet writer: every byte is hashed on its way to the disk."""
+
+    def __init__(self, path: Path) -> None:
+        self.file = open(path, "xb")  # noqa: SIM115 (closed by ChunkFile.release)
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+        self.closed = False
+
+    def write(self, data: bytes) -> int:
+        self.sha256.update(data)
+        self.file.write(data)
+        self.size += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self.size
+
+    def flush(self) -> None:
+        self.file.flush()
+
+    def writable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        """Called when parquet is done; the file stays open until it is fsynced."""
+        self.file.flush()
+        self.closed = True
+
+
+class ChunkFile:
+    """A chunk being written to a temporary file in ``directory``: row groups go in through ``writer``.
+
+    ``close()`` once the rows are in, then ``seal_chunk``. The file is hashed as it is written, so
+    sealing never reads it back. Temporary names start with ".tmp-", so a spool's recovery removes
+    them after a crash.
     """
-    directory.mkdir(parents=True, exist_ok=True)
-    temporary = directory / f".tmp-{os.getpid()}-{uuid.uuid4().hex}.parquet"
-    if compression not in COMPRESSIONS:
-        raise ValueError(f"unknown chunk compression {compression!r} (known: {', '.join(COMPRESSIONS)})")
-    schema = schema_for(source)
-    return temporary, pq.ParquetWriter(
-        temporary,
-        schema,
-        compression=compression,
-        use_dictionary=[name for name in DICTIONARY_COLUMNS if name in schema.names],
-        write_statistics=[name for name in schema.names if name not in FREE_TEXT_COLUMNS],
-    )
+
+    def __init__(self, source: str, directory: Path, compression: str = COMPRESSION) -> None:
+        if compression not in COMPRESSIONS:
+            raise ValueError(f"unknown chunk compression {compression!r} (known: {', '.join(COMPRESSIONS)})")
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / f".tmp-{os.getpid()}-{uuid.uuid4().hex}.parquet"
+        self._file = _HashingFile(self.path)
+        self._sink = pa.BufferedOutputStream(pa.PythonFile(self._file, mode="w"), buffer_size=SINK_BUFFER_BYTES)
+        schema = schema_for(source)
+        self.writer = pq.ParquetWriter(
+            self._sink,
+            schema,
+            compression=compression,
+            use_dictionary=[name for name in DICTIONARY_COLUMNS if name in schema.names],
+            write_statistics=[name for name in schema.names if name not in FREE_TEXT_COLUMNS],
+        )
+
+    @property
+    def written_bytes(self) -> int:
+        """Bytes handed to the operating system so far."""
+        return self._file.size
+
+    def fileno(self) -> int:
+        return self._file.file.fileno()
+
+    def close(self) -> None:
+        """Write the footer and hand every byte to the operating system (durable once sealed)."""
+        self.writer.close()
+        self._sink.close()
+
+    @property
+    def sha256(self) -> str:
+        """The sha256 of the whole file; only complete after ``close``."""
+        return self._file.sha256.hexdigest()
+
+    def release(self, *, sync: bool) -> None:
+        """Close the file, fsyncing it first when ``sync``."""
+        try:
+            if sync:
+                self._file.file.flush()
+                os.fsync(self.fileno())
+        finally:
+            self._file.file.close()
+
+    def abort(self) -> None:
+        """Close everything quietly and remove the temporary file (after an error)."""
+        for step in (self.writer.close, self._sink.close):
+            try:
+                step()
+            except (pa.ArrowException, OSError, ValueError):
+                pass
+        try:
+            self.release(sync=False)
+        except OSError:
+            pass
+        self.path.unlink(missing_ok=True)
 
 
-def seal_chunk(temporary: Path, directory: Path) -> StagedFile:
-    """fsync, hash and rename a closed temporary chunk to ``{sha256}.parquet``; describe it."""
-    with open(temporary, "rb") as handle:
-        os.fsync(handle.fileno())
-    digest = sha256_file(temporary)
+def seal_chunk(chunk: ChunkFile, directory: Path) -> StagedFile:
+    """fsync a closed chunk, rename it to ``{sha256}.parquet`` and describe it."""
+    chunk.release(sync=True)
+    digest = chunk.sha256
     final = directory / f"{digest}.parquet"
-    os.replace(temporary, final)
+    os.replace(chunk.path, final)
     return describe_chunk(final, digest)
 
 
