@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
@@ -60,44 +61,18 @@ def write_chunk(table: pa.Table, source: str, directory: Path, compression: str 
 #: Bytes gathered before each write to a chunk file: parquet writes each page and page header on its
 #: own, some thirty small writes per row group. Small, as an export keeps one chunk open per day.
 SINK_BUFFER_BYTES = 64 << 10
-
-
-class _HashingFile:
-    """The file under a chunk's parquet writer: every byte is hashed on its way to the disk."""
-
-    def __init__(self, path: Path) -> None:
-        self.file = open(path, "xb")  # noqa: SIM115 (closed by ChunkFile.release)
-        self.sha256 = hashlib.sha256()
-        self.size = 0
-        self.closed = False
-
-    def write(self, data: bytes) -> int:
-        self.sha256.update(data)
-        self.file.write(data)
-        self.size += len(data)
-        return len(data)
-
-    def tell(self) -> int:
-        return self.size
-
-    def flush(self) -> None:
-        self.file.flush()
-
-    def writable(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        """Called when parquet is done; the file stays open until it is fsynced."""
-        self.file.flush()
-        self.closed = True
+#: Bytes read at a time when hashing what was written (one reused buffer per thread).
+_HASH_READ_BYTES = 256 << 10
+_hash_buffers = threading.local()
 
 
 class ChunkFile:
     """A chunk being written to a temporary file in ``directory``: row groups go in through ``writer``.
 
-    ``close()`` once the rows are in, then ``seal_chunk``. The file is hashed as it is written, so
-    sealing never reads it back. Temporary names start with ".tmp-", so a spool's recovery removes
-    them after a crash.
+    ``close()`` once the rows are in, then ``seal_chunk``. ``hash_written()`` hashes what has reached
+    the file so far, read back while it is still in the page cache, so that sealing the last chunks of
+    an export (all at once) has little left to hash. Temporary names start with ".tmp-", so a spool's
+    recovery removes them after a crash.
     """
 
     def __init__(self, source: str, directory: Path, compression: str = COMPRESSION) -> None:
@@ -105,8 +80,10 @@ class ChunkFile:
             raise ValueError(f"unknown chunk compression {compression!r} (known: {', '.join(COMPRESSIONS)})")
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / f".tmp-{os.getpid()}-{uuid.uuid4().hex}.parquet"
-        self._file = _HashingFile(self.path)
-        self._sink = pa.BufferedOutputStream(pa.PythonFile(self._file, mode="w"), buffer_size=SINK_BUFFER_BYTES)
+        self._sink = pa.output_stream(str(self.path), buffer_size=SINK_BUFFER_BYTES)
+        self._fd = os.open(self.path, os.O_RDONLY)  # hashing, writeback and the final fsync
+        self._sha256 = hashlib.sha256()
+        self._hashed = 0
         schema = schema_for(source)
         self.writer = pq.ParquetWriter(
             self._sink,
@@ -118,30 +95,44 @@ class ChunkFile:
 
     @property
     def written_bytes(self) -> int:
-        """Bytes handed to the operating system so far."""
-        return self._file.size
+        """Bytes that have reached the file so far."""
+        return os.fstat(self._fd).st_size
 
     def fileno(self) -> int:
-        return self._file.file.fileno()
+        return self._fd
+
+    def hash_written(self) -> None:
+        """Hash the bytes that reached the file since the last call."""
+        buffer = getattr(_hash_buffers, "buffer", None)
+        if buffer is None:
+            buffer = _hash_buffers.buffer = bytearray(_HASH_READ_BYTES)
+        view = memoryview(buffer)
+        end = self.written_bytes
+        while self._hashed < end:
+            read = os.preadv(self._fd, [view[: min(len(view), end - self._hashed)]], self._hashed)
+            if read <= 0:
+                raise OSError(f"{self.path}: could not read back bytes {self._hashed}-{end} to hash them")
+            self._sha256.update(view[:read])
+            self._hashed += read
 
     def close(self) -> None:
-        """Write the footer and hand every byte to the operating system (durable once sealed)."""
+        """Write the footer, hand every byte to the operating system and finish the hash."""
         self.writer.close()
         self._sink.close()
+        self.hash_written()
 
     @property
     def sha256(self) -> str:
         """The sha256 of the whole file; only complete after ``close``."""
-        return self._file.sha256.hexdigest()
+        return self._sha256.hexdigest()
 
     def release(self, *, sync: bool) -> None:
-        """Close the file, fsyncing it first when ``sync``."""
+        """Let go of the file, fsyncing it first when ``sync``."""
         try:
             if sync:
-                self._file.file.flush()
-                os.fsync(self.fileno())
+                os.fsync(self._fd)
         finally:
-            self._file.file.close()
+            os.close(self._fd)
 
     def abort(self) -> None:
         """Close everything quietly and remove the temporary file (after an error)."""

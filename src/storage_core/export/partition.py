@@ -296,6 +296,7 @@ class _ChunkWriter:
             chunk.rows += piece.num_rows
             size = chunk.file.written_bytes
             if size - chunk.written_back >= WRITEBACK_BYTES:
+                chunk.file.hash_written()  # while it is in the page cache, and not in the export's tail
                 start_writeback(chunk.file.fileno())
                 chunk.written_back = size
             table = table.slice(piece.num_rows)
