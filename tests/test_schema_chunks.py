@@ -92,3 +92,15 @@ def test_object_keys_follow_the_hive_layout(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         object_key(HOTKEY, "x", "2026-11-01/../..", staged.sha256)
     assert datetime(2026, 11, 1, tzinfo=UTC) <= staged.min_datetime
+
+
+def test_a_chunk_whose_writer_cannot_start_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import storage_core.chunks as chunks
+
+    def refusing(*_args: object, **_kwargs: object) -> None:
+        raise OSError("no parquet writer (simulated)")
+
+    monkeypatch.setattr(chunks.pq, "ParquetWriter", refusing)
+    with pytest.raises(OSError, match="simulated"):
+        ChunkFile("x", tmp_path)
+    assert list(tmp_path.iterdir()) == []

@@ -80,18 +80,29 @@ class ChunkFile:
             raise ValueError(f"unknown chunk compression {compression!r} (known: {', '.join(COMPRESSIONS)})")
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / f".tmp-{os.getpid()}-{uuid.uuid4().hex}.parquet"
-        self._sink = pa.output_stream(str(self.path), buffer_size=SINK_BUFFER_BYTES)
-        self._fd = os.open(self.path, os.O_RDONLY)  # hashing, writeback and the final fsync
         self._sha256 = hashlib.sha256()
         self._hashed = 0
         schema = schema_for(source)
-        self.writer = pq.ParquetWriter(
-            self._sink,
-            schema,
-            compression=compression,
-            use_dictionary=[name for name in DICTIONARY_COLUMNS if name in schema.names],
-            write_statistics=[name for name in schema.names if name not in FREE_TEXT_COLUMNS],
-        )
+        self._sink = pa.output_stream(str(self.path), buffer_size=SINK_BUFFER_BYTES)
+        try:
+            self._fd = os.open(self.path, os.O_RDONLY)  # hashing, writeback and the final fsync
+        except OSError:
+            self._sink.close()
+            self.path.unlink(missing_ok=True)
+            raise
+        try:
+            self.writer = pq.ParquetWriter(
+                self._sink,
+                schema,
+                compression=compression,
+                use_dictionary=[name for name in DICTIONARY_COLUMNS if name in schema.names],
+                write_statistics=[name for name in schema.names if name not in FREE_TEXT_COLUMNS],
+            )
+        except BaseException:
+            self._sink.close()
+            self.release(sync=False)
+            self.path.unlink(missing_ok=True)
+            raise
 
     @property
     def written_bytes(self) -> int:

@@ -141,7 +141,7 @@ class Partitioner:
                     self._flush(stream)
 
     def _release(self, stream: _Stream) -> tuple[pa.Table, int]:
-        """Take a stream's buffered rows as one table, and their bytes, letting go of the pages they were slices of."""
+        """A stream's buffered rows as one table, and their bytes; lets go of the pages they were slices of."""
         table = pa.concat_tables([part for part, _held in stream.parts])
         size = 0
         for part, held in stream.parts:
@@ -165,7 +165,8 @@ class Partitioner:
         table, size = self._release(stream)
         for start in range(0, table.num_rows, self.row_group_rows):
             group = table.slice(start, self.row_group_rows)
-            self._writer.put((stream.source, stream.day), _sorted_by_uri(group), size * group.num_rows // table.num_rows)
+            group_bytes = size * group.num_rows // table.num_rows
+            self._writer.put((stream.source, stream.day), _sorted_by_uri(group), group_bytes)
 
     def finish(self) -> list[StagedFile]:
         """Write every buffered row, seal every chunk, and return them in (source, day) order."""
