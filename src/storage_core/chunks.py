@@ -109,6 +109,11 @@ class ChunkFile:
         """Bytes that have reached the file so far."""
         return os.fstat(self._fd).st_size
 
+    @property
+    def unhashed_bytes(self) -> int:
+        """Bytes that reached the file since ``hash_written`` last ran."""
+        return self.written_bytes - self._hashed
+
     def fileno(self) -> int:
         return self._fd
 

@@ -192,11 +192,10 @@ class Partitioner:
 class _OpenChunk:
     file: ChunkFile
     rows: int = 0
-    written_back: int = 0  # bytes of the file whose writeback has been started
 
 
 _STOP = object()
-#: Written bytes of a chunk after which the kernel is asked to start writing it back (see ``os_hints``).
+#: Bytes written to a chunk after which they are hashed and the kernel starts writing them back (``os_hints``).
 WRITEBACK_BYTES = 1 << 20
 #: Threads that fsync and hash the chunks sealed at the end, all at once (both release the GIL). Chunks
 #: sealed while rows still arrive take one thread: each thread that allocates gets a glibc arena of its
@@ -295,11 +294,9 @@ class _ChunkWriter:
             piece = table.slice(0, self.chunk_rows - chunk.rows)
             chunk.file.writer.write_table(piece, row_group_size=self.row_group_rows)
             chunk.rows += piece.num_rows
-            size = chunk.file.written_bytes
-            if size - chunk.written_back >= WRITEBACK_BYTES:
+            if chunk.file.unhashed_bytes >= WRITEBACK_BYTES:
                 chunk.file.hash_written()  # while it is in the page cache, and not in the export's tail
                 start_writeback(chunk.file.fileno())
-                chunk.written_back = size
             table = table.slice(piece.num_rows)
             if chunk.rows >= self.chunk_rows:
                 self._seal(key)
