@@ -169,8 +169,7 @@ def page_digests(uris: pa.Array | pa.ChunkedArray, buckets: pa.Array | pa.Chunke
     if bucket_values.null_count:
         raise ValueError("cannot file a digest under a null hour bucket")
     # A copy: a view would keep the buffer, and with it the whole page read through ADBC, alive.
-    bucket_array = np.frombuffer(bucket_values.cast(pa.int64()).buffers()[1], dtype=np.int64,
-                                 count=len(bucket_values), offset=bucket_values.offset * 8).copy()
+    bucket_array = bucket_values.cast(pa.int64()).to_numpy().copy()
     return PageDigests(bucket_array, digest_array(uris))
 
 
