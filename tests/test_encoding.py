@@ -9,6 +9,8 @@ import time
 import pyarrow as pa
 import pytest
 from cryptography.fernet import Fernet, MultiFernet
+from cryptography.hazmat.primitives import hashes, hmac, padding
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -25,6 +27,18 @@ def _decrypt(text: str, fernet: Fernet = FERNET, ttl: int | None = None) -> str:
     return fernet.decrypt(base64.urlsafe_b64decode(text), ttl=ttl).decode()
 
 
+def _spec_token(key: bytes, plain: bytes, timestamp: int, iv: bytes) -> bytes:
+    """A Fernet token (its url-safe base64 text) written straight from the specification: the reference."""
+    raw = base64.urlsafe_b64decode(key)
+    padder = padding.PKCS7(128).padder()
+    padded = padder.update(plain) + padder.finalize()
+    encryptor = Cipher(algorithms.AES(raw[16:]), modes.CBC(iv)).encryptor()
+    signed = b"\x80" + timestamp.to_bytes(8, "big") + iv + encryptor.update(padded) + encryptor.finalize()
+    mac = hmac.HMAC(raw[:16], hashes.SHA256())
+    mac.update(signed)
+    return base64.urlsafe_b64encode(signed + mac.finalize())
+
+
 def _assert_encodes(values: pa.Array, out: pa.Array) -> None:
     assert len(out) == len(values)
     assert out.null_count == values.null_count
@@ -39,7 +53,7 @@ def _assert_encodes(values: pa.Array, out: pa.Array) -> None:
 
 def test_the_batched_path_is_used_for_plain_fernet_keys():
     assert fernet_batch.available()
-    assert set(ENCODER._batch) == {"url", "username"}  # otherwise the tests below only test the fallback
+    assert set(ENCODER.batch) == {"url", "username"}  # otherwise the tests below only test the fallback
 
 
 @settings(max_examples=200, deadline=None)
@@ -69,7 +83,7 @@ def test_block_boundaries_and_multibyte_text(length):
 
 
 def test_tokens_are_byte_for_byte_fernets_own(monkeypatch):
-    """With the IVs and the clock fixed, every row is exactly ``Fernet._encrypt_from_parts``, across batches."""
+    """With the IVs and the clock fixed, every row is exactly the token the Fernet specification defines."""
     monkeypatch.setattr(fernet_batch, "_BATCH_ROWS", 7)  # many batches, each with rows of mixed block counts
     stream = bytes(range(256)) * 64
     taken: list[int] = []
@@ -81,15 +95,16 @@ def test_tokens_are_byte_for_byte_fernets_own(monkeypatch):
 
     monkeypatch.setattr(os, "urandom", urandom)
     values = [None if index % 5 == 3 else "x" * (index * 7 % 70) + "ü" * (index % 3) for index in range(60)]
-    out = fernet_batch.BatchFernet.from_fernet(FERNET).encrypt_array(pa.array(values), now=1_700_000_000)
+    out = fernet_batch.BatchFernet.from_key(KEY).encrypt_array(pa.array(values), now=1_700_000_000)
     monkeypatch.undo()
     ivs = iter(stream[offset : offset + 16] for offset in range(0, len(stream), 16))
     for plain, coded in zip(values, out.to_pylist(), strict=True):
         if plain is None:
             assert coded is None
             continue
-        token = FERNET._encrypt_from_parts(plain.encode(), 1_700_000_000, next(ivs))
+        token = _spec_token(KEY, plain.encode(), 1_700_000_000, next(ivs))
         assert coded == base64.urlsafe_b64encode(token).decode()
+        assert FERNET.decrypt(token) == plain.encode()  # and cryptography's Fernet agrees it is one of its own
 
 
 def test_equal_inputs_get_distinct_tokens():
@@ -161,7 +176,7 @@ def test_keys_without_readable_halves_use_per_value_fernet():
             return MultiFernet([FERNET])
 
     encoder = FieldEncoder.from_keys(url=Manager())
-    assert "url" not in encoder._batch
+    assert "url" not in encoder.batch
     values = pa.array(["https://x.com/a", None, ""])
     _assert_encodes(values, encoder.encode_array("url", values))
     assert [decode_value(text, KEY) for text in encoder.encode_column("url", ["a", "b"])] == ["a", "b"]
@@ -176,3 +191,30 @@ def test_bytes_under_a_null_slot_are_ignored():
     assert out.to_pylist()[1] is None
     assert [_decrypt(out[0].as_py()), _decrypt(out[2].as_py())] == ["abc", "ghi"]
     assert [value.as_py() is None for value in ENCODER.encode_array("url", array.slice(1))] == [True, False]
+
+
+def test_a_key_manager_with_sym_key_takes_the_batched_path():
+    """Subnet 13's EncodingKeyManager keeps its key in ``sym_key`` (and a Fernet in ``fernet``)."""
+
+    class EncodingKeyManager:
+        def __init__(self) -> None:
+            self.sym_key = KEY
+            self.fernet = Fernet(KEY)
+
+    encoder = FieldEncoder.from_keys(url=EncodingKeyManager())
+    assert set(encoder.batch) == {"url"}
+    values = pa.array(["https://x.com/a/status/1", None, "é" * 40])
+    _assert_encodes(values, encoder.encode_array("url", values))
+
+
+def test_a_ready_made_fernet_is_used_one_value_at_a_time():
+    encoder = FieldEncoder.from_keys(url=FERNET)
+    assert encoder.batch == {}
+    values = pa.array(["https://x.com/a", None])
+    _assert_encodes(values, encoder.encode_array("url", values))
+
+
+@pytest.mark.parametrize("key", [b"short", "!" * 44, base64.urlsafe_b64encode(b"x" * 31), object()])
+def test_what_is_not_a_key_is_refused_by_name(key):
+    with pytest.raises(ValueError, match="Fernet key"):
+        FieldEncoder.from_keys(url=key)

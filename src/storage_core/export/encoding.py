@@ -17,7 +17,7 @@ from typing import Any
 
 import attrs
 import pyarrow as pa
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from storage_core.export import fernet_batch
 
@@ -26,41 +26,63 @@ log = logging.getLogger(__name__)
 ENCODABLE_FIELDS = ("url", "username")
 
 
-def _fernet(key: Any) -> Fernet:
-    """Accept a Fernet, a key (str/bytes), or a key manager with ``get_fernet()`` / ``sym_key``."""
-    if isinstance(key, Fernet):
+def _key_material(key: Any) -> bytes | str | None:
+    """The Fernet key itself, where ``key`` carries one: a key (str/bytes) or a manager's ``sym_key``.
+
+    A ready-made ``Fernet``/``MultiFernet`` (or a manager that only hands one out) does not expose its
+    key through any public name, so it gets None and is used as it is, one value at a time.
+    """
+    if isinstance(key, (bytes, str)):
         return key
-    if hasattr(key, "get_fernet"):
-        return key.get_fernet()
-    if hasattr(key, "sym_key"):
-        key = key.sym_key
+    material = getattr(key, "sym_key", None)  # subnet 13's EncodingKeyManager keeps the key here
+    return material if isinstance(material, (bytes, str)) else None
+
+
+def _fernet(key: Any) -> Fernet | MultiFernet:
+    """Accept a Fernet, a key (str/bytes), or a key manager with ``sym_key`` / ``get_fernet()`` / ``fernet``."""
+    if isinstance(key, (Fernet, MultiFernet)):
+        return key
+    material = _key_material(key)
+    if material is None:
+        found = key.get_fernet() if hasattr(key, "get_fernet") else getattr(key, "fernet", None)
+        if isinstance(found, (Fernet, MultiFernet)):
+            return found
+        raise ValueError(f"not a Fernet key or key manager: {type(key).__name__}")
     try:
-        return Fernet(key)
+        return Fernet(material)
     except (ValueError, TypeError) as error:
         raise ValueError(f"not a Fernet key (32 url-safe base64-encoded bytes): {error}") from None
 
 
+def _batch_encrypter(key: Any) -> fernet_batch.BatchFernet | None:
+    """The batched encrypter for ``key`` when its key material is at hand (checked by ``_fernet`` first)."""
+    material = _key_material(key)
+    return None if material is None else fernet_batch.BatchFernet.from_key(material)
+
+
 @attrs.frozen
 class FieldEncoder:
-    """Which columns to encrypt, and with which key. An empty encoder changes nothing."""
+    """Which columns to encrypt, and with which key. An empty encoder changes nothing.
 
-    fernets: Mapping[str, Fernet] = attrs.field(factory=dict, repr=False)
-    _batch: Mapping[str, fernet_batch.BatchFernet] = attrs.field(init=False, repr=False, eq=False)
+    ``fernets`` encrypt one value at a time; ``batch`` holds the batched encrypters for the columns whose
+    key material is known (every key given as a key or through ``sym_key``), which make the same tokens.
+    """
 
-    @_batch.default
-    def _batch_default(self) -> dict[str, fernet_batch.BatchFernet]:
-        """The batched encrypters, for the keys whose halves can be read (all plain ``Fernet`` objects)."""
-        if not fernet_batch.available():
-            log.warning("numpy is not importable: field encoding falls back to per-value Fernet (~8 us a value)")
-            return {}
-        batch = {name: fernet_batch.BatchFernet.from_fernet(fernet) for name, fernet in self.fernets.items()}
-        return {name: encrypter for name, encrypter in batch.items() if encrypter is not None}
+    fernets: Mapping[str, Fernet | MultiFernet] = attrs.field(factory=dict, repr=False)
+    batch: Mapping[str, fernet_batch.BatchFernet] = attrs.field(factory=dict, repr=False, eq=False)
 
     @classmethod
     def from_keys(cls, url: Any = None, username: Any = None) -> FieldEncoder:
         """From Fernet keys or the subnet's key managers (``encoding_key_manager`` -> url, private -> username)."""
-        fernets = {name: _fernet(key) for name, key in (("url", url), ("username", username)) if key is not None}
-        return cls(fernets)
+        given = {name: key for name, key in (("url", url), ("username", username)) if key is not None}
+        fernets = {name: _fernet(key) for name, key in given.items()}
+        batch: dict[str, fernet_batch.BatchFernet] = {}
+        if fernet_batch.available():
+            found = {name: _batch_encrypter(key) for name, key in given.items()}
+            batch = {name: encrypter for name, encrypter in found.items() if encrypter is not None}
+        elif given:
+            log.warning("numpy is not importable: field encoding falls back to per-value Fernet (~8 us a value)")
+        return cls(fernets, batch)
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -84,7 +106,7 @@ class FieldEncoder:
         if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)
                 or pa.types.is_string_view(values.type)):
             raise TypeError(f"column {name!r} is {values.type}, not a string array")
-        batch = self._batch.get(name)
+        batch = self.batch.get(name)
         if batch is not None:
             return batch.encrypt_array(values)
         encrypt, b64 = fernet.encrypt, base64.urlsafe_b64encode
