@@ -12,7 +12,9 @@ from storage_core import hookimpl
 from storage_core.config import parse_config
 from storage_core.dispatch import INVALID, UNKNOWN, VALID, Dispatcher, combine, select
 from storage_core.plugins import PluginRegistry
+from storage_core.layout import key_for
 from storage_core.testing.data import make_batch, uris_of
+from storage_core.testing.memory_store import MemoryStore
 from storage_core.values import (
     PLUGIN_API_VERSION,
     BackendContext,
@@ -30,7 +32,7 @@ class MemoryBackend:
     def __init__(self, backend_id: str, mode: str = "ok") -> None:
         self.id = backend_id
         self.mode = mode
-        self.stored: dict[str, set[str]] = {}
+        self.stored: dict[str, bytes] = {}  # object key -> bytes
         self.release = threading.Event()
         self.calls = 0
 
@@ -50,15 +52,15 @@ class MemoryBackend:
     def storage_upload(self, context: BackendContext, batch):
         assert context.backend_id == self.id
         self._misbehave()
-        self.stored.setdefault(batch.miner_hotkey, set()).update(uris_of(batch))
+        for staged in batch.files:
+            self.stored[key_for(batch.miner_hotkey, staged)] = staged.path.read_bytes()
         return UploadReceipt(backend=self.id, location="memory",
                              objects=[StoredObject(f.sha256, f.size_bytes, f.sha256) for f in batch.files])
 
     @hookimpl
-    def storage_validate(self, miner_hotkey, uris):
+    def storage_reader(self, miner_hotkey):
         self._misbehave()
-        held = self.stored.get(miner_hotkey, set())
-        return ValidationResult(backend=self.id, miner_hotkey=miner_hotkey, found=[u for u in uris if u in held])
+        return MemoryStore(self.stored, miner_hotkey)
 
 
 def make_dispatcher(backends: list[MemoryBackend], document: dict, timeout_s: float = 10.0) -> Dispatcher:
@@ -94,7 +96,7 @@ def test_dual_write_reaches_every_selected_backend(batch) -> None:
     s3, hf = MemoryBackend("s3"), MemoryBackend("hf")
     outcomes = make_dispatcher([s3, hf], doc(("s3", True, 100), ("hf", True, 100))).upload(batch)
     assert [(o.backend, o.status) for o in outcomes] == [("hf", "ok"), ("s3", "ok")]
-    assert s3.stored == hf.stored == {batch.miner_hotkey: set(uris_of(batch))}
+    assert s3.stored == hf.stored == {key_for(batch.miner_hotkey, f): f.path.read_bytes() for f in batch.files}
 
 
 def test_a_raising_backend_does_not_stop_another(batch) -> None:
@@ -122,7 +124,7 @@ def test_fallback_takes_over_when_the_primary_fails(batch) -> None:
     outcomes = {o.backend: o for o in dispatcher.upload(batch)}
     assert outcomes["s3"].status == "failed"
     assert outcomes["hf"].ok and outcomes["hf"].fallback_for == "s3"
-    assert hf.stored[batch.miner_hotkey] == set(uris_of(batch))
+    assert set(hf.stored) == {key_for(batch.miner_hotkey, f) for f in batch.files}
 
 
 def test_no_extra_upload_when_a_later_backend_already_holds_the_batch(batch) -> None:

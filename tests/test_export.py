@@ -6,7 +6,7 @@ import base64
 import json
 import sqlite3
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pyarrow.parquet as pq
 import pytest
@@ -16,7 +16,7 @@ from storage_core.chunks import describe_chunk, sha256_file, verify_staged_file
 from storage_core.export import ExportOptions, FieldEncoder, MinerDatabaseError, Watermark, export
 from storage_core.export import sqlite_source
 from storage_core.export.encoding import decode_value
-from storage_core.testing.minerdb import TABLE_SQL, add_rows, create_miner_db
+from storage_core.testing.minerdb import DEFAULT_END, TABLE_SQL, add_rows, create_miner_db
 
 
 @pytest.fixture
@@ -137,7 +137,7 @@ def test_incremental_export_from_the_watermark(miner_db, tmp_path):
     # The miner stores more rows, some at exactly the watermark's instant (sorting before and after
     # the rows already exported at that instant), some later.
     add_rows(miner_db.path, 40, seed=31, at=first.watermark.datetime)
-    add_rows(miner_db.path, 60, seed=32, end=datetime(2026, 12, 1, tzinfo=UTC), days=2)
+    add_rows(miner_db.path, 60, seed=32, end=DEFAULT_END + timedelta(days=3), days=2)
     third = export(miner_db.path, tmp_path / "three", since=first.watermark)
     assert third.rows == 100
     combined = _uris(first.files) + _uris(third.files)
@@ -147,13 +147,14 @@ def test_incremental_export_from_the_watermark(miner_db, tmp_path):
 
 
 def test_since_a_datetime_takes_rows_at_or_after_it(miner_db, tmp_path):
-    since = Watermark.parse("2026-11-15T00:00:00Z")
+    since_day = (DEFAULT_END - timedelta(days=5)).date().isoformat()
+    since = Watermark.parse(f"{since_day}T00:00:00Z")
     result = export(miner_db.path, tmp_path / "out", since=since)
     connection = sqlite3.connect(miner_db.path)
     expected = {uri for (uri,) in connection.execute(
-        "SELECT uri FROM DataEntity WHERE datetime >= '2026-11-15 00:00:00+00:00'")} - set(miner_db.undecodable_uris)
+        "SELECT uri FROM DataEntity WHERE datetime >= ?", (f"{since_day} 00:00:00+00:00",))} - set(miner_db.undecodable_uris)
     assert set(_uris(result.files)) == expected
-    assert all(f.date >= "2026-11-15" for f in result.files)
+    assert all(f.date >= since_day for f in result.files)
 
 
 def test_max_rows_stops_at_an_hour_boundary_and_the_rest_follows(miner_db, tmp_path):

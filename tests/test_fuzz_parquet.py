@@ -27,13 +27,15 @@ from reliability_helpers import miner_db, overrides
 from demo.world import HF_PREFIX, LocalSubnet
 from storage_core.miner import MinerStorage
 from storage_core.schema import schema_for
-from storage_core.testing.data import make_table
+from storage_core.testing.data import make_table, recent_day
+from storage_core.testing.memory_store import MemoryStore
 from storage_core.validator import ValidatorStorage
-from storage_core_huggingface.checker import _Progress, scan_file
+from storage_core.verify import check_claims
 from storage_core_huggingface.identity import repo_id_for
 
 pytestmark = pytest.mark.timeout(120)
-DAY = "2026-11-20"
+DAY = recent_day().isoformat()
+FUZZ_MINER = "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY"
 HONEST_ROWS = 1200
 
 
@@ -196,12 +198,12 @@ def test_hostile_files_are_integrity_problems_and_honest_files_still_validate(pl
     result = outcome.result
     problems = {problem.key: problem.problem for problem in result.problems}
     unreported = {case for key, case in cases.items() if key not in problems}
-    # "thousands of one-row groups" is well-formed and claims real rows; it may be read, but only within bounds.
-    assert unreported <= {"thousands of one-row groups"}, f"{backend} accepted: {unreported}"
+    # "thousands of one-row groups" is well-formed but cannot be checked within bounded work: refused too.
+    assert not unreported, f"{backend} accepted: {unreported}"
     for key, problem in problems.items():
         assert problem and key in cases, (key, problem)
     assert {uri for uri in asked if uri in honest} <= result.found
-    assert not (result.found - honest - set(hostile_files()["thousands of one-row groups"][1]))
+    assert not (result.found - honest)
     assert all(report.verdicts[uri] == "valid" for uri in asked if uri in honest)
     # Bounded work: never more than every stored byte once (honest chunks are small) plus the hostile files.
     honest_bytes = sum(world.seaweed.admin.head_object(Bucket=world.bucket_name, Key=key)["ContentLength"]
@@ -218,6 +220,7 @@ def test_the_hostile_row_count_is_what_makes_a_reader_allocate(tmp_path: Path) -
 
 
 _BASE, _BASE_URIS = _valid(60, seed=904, row_group_size=20)
+_BASE_DAY = recent_day().isoformat()
 
 
 @st.composite
@@ -236,8 +239,10 @@ def mutated_chunks(draw) -> bytes:
 
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mutated_chunks())
-def test_mutated_chunks_never_crash_the_hf_file_scan(content: bytes) -> None:
-    progress = _Progress(set(_BASE_URIS))
-    problem = scan_file(io.BytesIO(content), len(content), progress)
-    assert problem is None or (isinstance(problem, str) and problem)
-    assert progress.found <= set(_BASE_URIS)
+def test_mutated_chunks_never_crash_the_core_check(content: bytes) -> None:
+    """Whatever the bytes, the check concludes: the file is a problem or counts only URIs it really holds."""
+    name = hashlib.sha256(content).hexdigest()[:32]
+    key = f"hotkey={FUZZ_MINER}/source=x/date={_BASE_DAY}/{name}.parquet"
+    result = check_claims(MemoryStore({key: content}, FUZZ_MINER), "memory", FUZZ_MINER, _BASE_URIS)
+    assert result.found <= set(_BASE_URIS)
+    assert all(problem.key == key and problem.problem for problem in result.problems)

@@ -12,8 +12,18 @@ from storage_core.testing.data import make_batch, uris_of
 from storage_core.values import BackendContext
 
 
+def _put_raw(root: Path):
+    def put(key: str, data: bytes) -> None:
+        path = root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+    return put
+
+
 def _target(root: Path, miners, validator) -> ConformanceTarget:
     return ConformanceTarget(
+        put_raw=_put_raw(root),
         backend_id="local",
         plugin=local,
         context_for=lambda signer: BackendContext(
@@ -54,12 +64,16 @@ def test_corrupt_object_is_reported_not_counted(tmp_path: Path, miner_keys, vali
     assert 0 < len(result.found) < len(uris_of(batch))
 
 
-def test_validation_reads_only_part_of_each_file(tmp_path: Path, miner_keys, validator_key) -> None:
+def test_validation_reads_no_file_a_claim_cannot_be_in(tmp_path: Path, miner_keys, validator_key) -> None:
+    """A directory records no checksum, so each candidate file is hashed whole; other sources are not read."""
     harness = BackendHarness(_target(tmp_path / "store", miner_keys, validator_key))
-    batch = make_batch(tmp_path / "staging", miner_keys[0].ss58_address, rows=20_000)
-    harness.upload(miner_keys[0], batch)
-    result = harness.validate(batch.miner_hotkey, uris_of(batch)[:3])
-    assert 0 < result.bytes_read < batch.total_bytes / 2
+    x_batch = make_batch(tmp_path / "x", miner_keys[0].ss58_address, rows=5_000, source="x")
+    reddit = make_batch(tmp_path / "r", miner_keys[0].ss58_address, rows=20_000, source="reddit", seed=3)
+    harness.upload(miner_keys[0], x_batch)
+    harness.upload(miner_keys[0], reddit)
+    result = harness.validate(x_batch.miner_hotkey, uris_of(x_batch)[:3])
+    assert result.found == frozenset(uris_of(x_batch)[:3]) and result.objects_scanned == 1
+    assert x_batch.total_bytes <= result.bytes_read < x_batch.total_bytes + reddit.total_bytes / 2
 
 
 def test_health(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ def signature_text(name: str) -> str:
 
 
 def test_there_are_hooks() -> None:
-    assert {"storage_backends", "storage_upload", "storage_validate", "storage_health",
+    assert {"storage_backends", "storage_upload", "storage_reader", "storage_health",
             "storage_register_commands"} <= set(HOOKS)
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from storage_core.errors import PluginError, UnknownBackendError
 from storage_core.plugins import DISABLED, DISCOVERED, FAILED, LOADED, PluginRegistry
+from storage_core.values import PLUGIN_API_VERSION
 from storage_core.testing.packages import backend_module_source, entry_points_under, write_distribution
 
 
@@ -20,7 +21,7 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
                        {"good": "good_mod"})
     write_distribution(root, "broken-backend", "0.3", {"broken_mod": "raise RuntimeError('boom at import')"},
                        {"broken": "broken_mod"})
-    write_distribution(root, "future-backend", "2.0", {"future_mod": backend_module_source("future", "future-backend", 2)},
+    write_distribution(root, "future-backend", "2.0", {"future_mod": backend_module_source("future", "future-backend", PLUGIN_API_VERSION + 1)},
                        {"future": "future_mod"})
     write_distribution(root, "dup-one", "1.0", {"dup_one": backend_module_source("dup", "dup-one")}, {"dup": "dup_one"})
     write_distribution(root, "dup-two", "1.0", {"dup_two": backend_module_source("dup", "dup-two")}, {"dup": "dup_two"})
@@ -49,9 +50,9 @@ def test_failures_are_isolated_and_explained(site: Path) -> None:
     records = {r.name: r for r in registry(site).load_all()}
     assert records["good"].status == LOADED
     assert records["good"].package == "good-backend" and records["good"].version == "1.0"
-    assert records["good"].hooks == ("storage_backends", "storage_upload", "storage_validate")
+    assert records["good"].hooks == ("storage_backends", "storage_reader", "storage_upload")
     assert records["broken"].status == FAILED and "boom at import" in records["broken"].reason
-    assert records["future"].status == FAILED and "plugin API version 2" in records["future"].reason
+    assert records["future"].status == FAILED and f"plugin API version {PLUGIN_API_VERSION + 1}" in records["future"].reason
     assert records["dup"].status == FAILED
     assert "dup-one" in records["dup"].reason and "dup-two" in records["dup"].reason
     assert records["liar"].status == FAILED and "'other'" in records["liar"].reason
@@ -82,15 +83,16 @@ def test_allow_and_deny_lists(site: Path) -> None:
 def test_calls_reach_only_the_named_backend(site: Path, tmp_path: Path, miner_keys) -> None:
     from storage_core.testing.data import make_batch, uris_of
     from storage_core.values import BackendContext
+    from storage_core.verify import check_claims
 
     reg = registry(site)
     reg.load_all()
     batch = make_batch(tmp_path / "b", miner_keys[0].ss58_address, rows=20)
     receipt = reg.call("good", "storage_upload", context=BackendContext(backend_id="good"), batch=batch)
     assert receipt.backend == "good"
-    found = reg.call("good", "storage_validate", context=BackendContext(backend_id="good"),
-                     miner_hotkey=batch.miner_hotkey, uris=tuple(uris_of(batch)))
-    assert found.found == frozenset(uris_of(batch))
+    store = reg.call("good", "storage_reader", context=BackendContext(backend_id="good"),
+                     miner_hotkey=batch.miner_hotkey)
+    assert check_claims(store, "good", batch.miner_hotkey, uris_of(batch)).found == frozenset(uris_of(batch))
     with pytest.raises(UnknownBackendError, match="unknown backend 'broken'"):
         reg.call("broken", "storage_upload", batch=batch)
     with pytest.raises(UnknownBackendError, match="'nope'"):

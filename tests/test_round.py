@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -13,7 +13,7 @@ from storage_core.backends import local
 from storage_core.export import ExportOptions
 from storage_core.export.round import RoundProgress, run_upload_round
 from storage_core.export.spool import Spool, SpoolBusyError
-from storage_core.testing.minerdb import add_rows, create_miner_db
+from storage_core.testing.minerdb import DEFAULT_END, add_rows, create_miner_db
 from storage_core.values import BackendContext, UploadOutcome, UploadReceipt
 
 
@@ -99,7 +99,7 @@ def test_round_stores_every_row_exactly_once_in_each_backend(miner_db, spool, pu
     assert spool.used_bytes() == 0 and not list(spool.chunk_dir.iterdir())
     assert result.pruned_files == result.chunks_exported
     assert {e.phase for e in events} == {"export", "upload"}
-    assert result.as_dict()["watermark"]["datetime"].startswith("2026-11-")
+    assert datetime.fromisoformat(result.as_dict()["watermark"]["datetime"]) <= DEFAULT_END
 
 
 def test_a_second_round_with_no_new_rows_uploads_nothing(miner_db, spool, publisher, hotkey):
@@ -130,7 +130,7 @@ def test_a_backend_down_for_a_round_catches_up_without_re_export(miner_db, spool
     owed_to_hf = set(publisher.calls[0][1])
 
     publisher.down = set()
-    add_rows(miner_db.path, 50, seed=43, end=datetime(2026, 11, 25, tzinfo=UTC), days=1)
+    add_rows(miner_db.path, 50, seed=43, end=DEFAULT_END + timedelta(days=1), days=1)
     second = run_upload_round(miner_db.path, spool, ["s3", "hf"], publisher, miner_hotkey=hotkey)
     assert second.rows_exported == 50  # only the new rows: the old chunks were not exported again
     batches = dict(publisher.calls[1:])

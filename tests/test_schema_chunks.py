@@ -14,7 +14,7 @@ from storage_core.chunks import ChunkFile, describe_chunk, seal_chunk, sha256_fi
 from storage_core.errors import InvalidBatchError
 from storage_core.layout import hotkey_of_key, key_for, object_key
 from storage_core.schema import SCHEMA_VERSION, schema_for, schema_problem
-from storage_core.testing.data import make_batch, make_table
+from storage_core.testing.data import make_batch, make_table, recent_day
 
 HOTKEY = "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY"
 
@@ -23,7 +23,7 @@ def test_chunk_is_content_addressed_and_described(tmp_path: Path) -> None:
     table = make_table(1000, "x", seed=1)
     staged = write_chunk(table, "x", tmp_path)
     assert staged.path.name == f"{staged.sha256}.parquet"
-    assert staged.rows == 1000 and staged.source == "x" and staged.date == "2026-11-01"
+    assert staged.rows == 1000 and staged.source == "x" and staged.date == recent_day().isoformat()
     assert staged.schema_version == SCHEMA_VERSION
     again = write_chunk(table, "x", tmp_path / "again")
     assert again.sha256 == staged.sha256  # same rows, same bytes, same address
@@ -84,14 +84,14 @@ def test_verify_batch_catches_each_problem(tmp_path: Path) -> None:
 def test_object_keys_follow_the_hive_layout(tmp_path: Path) -> None:
     staged = make_batch(tmp_path, HOTKEY, rows=10).files[0]
     key = key_for(HOTKEY, staged)
-    assert key == f"hotkey={HOTKEY}/source=x/date=2026-11-01/{staged.sha256[:32]}.parquet"
+    assert key == f"hotkey={HOTKEY}/source=x/date={recent_day().isoformat()}/{staged.sha256[:32]}.parquet"
     assert hotkey_of_key(key) == HOTKEY
     for bad in ("../x", "a/b", ""):
         with pytest.raises(ValueError):
             object_key(HOTKEY, bad, "2026-11-01", staged.sha256)
     with pytest.raises(ValueError):
         object_key(HOTKEY, "x", "2026-11-01/../..", staged.sha256)
-    assert datetime(2026, 11, 1, tzinfo=UTC) <= staged.min_datetime
+    assert datetime.combine(recent_day(), datetime.min.time(), UTC) <= staged.min_datetime
 
 
 def test_a_chunk_whose_writer_cannot_start_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -19,14 +19,15 @@ from storage_core.values import BackendContext
 PACKAGES = ("sc-thirdparty-dirstore", "sc-thirdparty-broken")
 
 DIRSTORE = '''
-    """A third-party backend: one JSON file of URIs per miner in a directory."""
-    import json
+    """A third-party backend: a directory of the miners' objects. It is transport only: the core checks."""
+    import os
+    import shutil
     from pathlib import Path
 
-    from storage_core import (PLUGIN_API_VERSION, BackendDescriptor, OptionSpec, StoredObject, UploadReceipt,
-                              ValidationResult, hookimpl)
+    from storage_core import PLUGIN_API_VERSION, BackendDescriptor, OptionSpec, StoredObject, UploadReceipt, hookimpl
     from storage_core.chunks import verify_batch
-    from storage_core.testing.data import uris_of
+    from storage_core.layout import key_for, miner_prefix
+    from storage_core.verify import ListedObject, Meter, ObjectError, ObjectTail
 
 
     @hookimpl
@@ -39,19 +40,44 @@ DIRSTORE = '''
     @hookimpl
     def storage_upload(context, batch):
         verify_batch(batch)
-        path = Path(context.options["root"]) / f"{batch.miner_hotkey}.json"
-        held = set(json.loads(path.read_text())) if path.exists() else set()
-        path.write_text(json.dumps(sorted(held | set(uris_of(batch)))))
-        return UploadReceipt(backend="dirstore", location=str(path),
-                             objects=[StoredObject(f.sha256, f.size_bytes, f.sha256) for f in batch.files])
+        root = Path(context.options["root"])
+        for staged in batch.files:
+            target = root / key_for(batch.miner_hotkey, staged)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(staged.path, target)
+        return UploadReceipt(backend="dirstore", location=str(root),
+                             objects=[StoredObject(key_for(batch.miner_hotkey, f), f.size_bytes, f.sha256)
+                                      for f in batch.files])
+
+
+    class DirStore:
+        def __init__(self, root, miner_hotkey):
+            self.root, self.prefix, self.meter = Path(root), miner_prefix(miner_hotkey), Meter()
+
+        def list_objects(self):
+            for path in sorted((self.root / self.prefix).rglob("*.parquet")):
+                yield ListedObject(path.relative_to(self.root).as_posix(), path.stat().st_size)
+
+        def read_range(self, key, start, end):
+            if not (self.root / key).is_file():
+                raise ObjectError(key, "gone")
+            with open(self.root / key, "rb") as handle:
+                handle.seek(start)
+                data = handle.read(end - start)
+            self.meter.add(requests=1, bytes_read=len(data))
+            return data
+
+        def read_tail(self, key, length):
+            size = os.path.getsize(self.root / key)
+            return ObjectTail(self.read_range(key, max(0, size - length), size), size)
+
+        def close(self):
+            pass
 
 
     @hookimpl
-    def storage_validate(context, miner_hotkey, uris):
-        path = Path(context.options["root"]) / f"{miner_hotkey}.json"
-        held = set(json.loads(path.read_text())) if path.exists() else set()
-        return ValidationResult(backend="dirstore", miner_hotkey=miner_hotkey, found=[u for u in uris if u in held],
-                                requests=1, bytes_read=path.stat().st_size if path.exists() else 0)
+    def storage_reader(context, miner_hotkey):
+        return DirStore(context.options["root"], miner_hotkey)
 '''
 
 
@@ -101,7 +127,7 @@ def test_cli_lists_the_new_backend_and_the_broken_one(installed) -> None:
                          check=True)
     listing = {entry["id"]: entry for entry in json.loads(run.stdout)}
     assert listing["dirstore"]["loaded"] and listing["dirstore"]["package"] == PACKAGES[0]
-    assert listing["dirstore"]["hooks"] == ["storage_backends", "storage_upload", "storage_validate"]
+    assert listing["dirstore"]["hooks"] == ["storage_backends", "storage_reader", "storage_upload"]
     assert listing["brokenstore"]["status"].startswith("failed: import failed")
     assert "needs a library" in listing["brokenstore"]["status"]
     assert listing["local"]["loaded"]  # the broken package breaks nothing else

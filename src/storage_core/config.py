@@ -34,7 +34,9 @@ COMPACT_PREFIX = f"sc{CONFIG_VERSION}"
 POINTER_PREFIX = f"sc{CONFIG_VERSION}p"
 
 OptionValue = str | int | float | bool
-_TOP_KEYS = ("version", "backends", "validation_policy", "fallback_order")
+_TOP_KEYS = ("version", "backends", "validation_policy", "fallback_order", "freshness_days")
+#: Days a row stays valid (SN13's DATA_ENTITY_BUCKET_AGE_LIMIT_DAYS): older rows are stale.
+DEFAULT_FRESHNESS_DAYS = 30
 _BACKEND_KEYS = ("enabled", "rollout_percent", "options")
 
 
@@ -62,14 +64,18 @@ class StorageConfig:
     validation_policy: str = "any"
     fallback_order: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     version: int = CONFIG_VERSION
+    freshness_days: int = DEFAULT_FRESHNESS_DAYS
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "version": self.version,
             "backends": {name: self.backends[name].to_dict() for name in sorted(self.backends)},
             "validation_policy": self.validation_policy,
             "fallback_order": list(self.fallback_order),
         }
+        if self.freshness_days != DEFAULT_FRESHNESS_DAYS:  # the default stays implicit: documents stay as they were
+            data["freshness_days"] = self.freshness_days
+        return data
 
     def canonical_json(self) -> str:
         """Sorted keys, no spaces: the form whose sha256 a pointer commits to."""
@@ -177,7 +183,11 @@ def parse_config(data: Any) -> StorageConfig:
             raise ConfigError(f"fallback_order[{index}]", f"names backend {name!r}, which the config does not define")
     if len(set(order)) != len(order):
         raise ConfigError("fallback_order", "names a backend twice")
-    return StorageConfig(backends=backends, validation_policy=policy, fallback_order=tuple(order))
+    freshness = data.get("freshness_days", DEFAULT_FRESHNESS_DAYS)
+    if isinstance(freshness, bool) or not isinstance(freshness, int) or not 1 <= freshness <= 3650:
+        raise ConfigError("freshness_days", f"must be a whole number of days from 1 to 3650, got {freshness!r}")
+    return StorageConfig(backends=backends, validation_policy=policy, fallback_order=tuple(order),
+                         freshness_days=freshness)
 
 
 def parse_config_json(text: str | bytes) -> StorageConfig:
@@ -245,6 +255,8 @@ def _format_percent(value: float) -> str:
 def encode_compact(config: StorageConfig) -> str:
     """The ASCII form published inline on chain, e.g. ``sc1;p=any;f=s3,huggingface;b=s3:1:25:bucket=b``."""
     parts = [COMPACT_PREFIX, f"p={config.validation_policy}", "f=" + ",".join(config.fallback_order)]
+    if config.freshness_days != DEFAULT_FRESHNESS_DAYS:
+        parts.append(f"d={config.freshness_days}")
     for name in sorted(config.backends):
         entry = config.backends[name]
         options = ",".join(f"{key}={_encode_scalar(entry.options[key])}" for key in sorted(entry.options))
@@ -302,6 +314,10 @@ def decode_chain_payload(payload: bytes | str) -> StorageConfig | ConfigPointer:
             data["validation_policy"] = value
         elif key == "f":
             data["fallback_order"] = [name for name in value.split(",") if name]
+        elif key == "d":
+            if not value.isdigit():
+                raise ConfigError("freshness_days", f"is not a whole number: {value!r}")
+            data["freshness_days"] = int(value)
         elif key == "b":
             name, entry = _decode_backend(value)
             if name in data["backends"]:

@@ -19,8 +19,10 @@ import attrs
 from storage_core.config import StorageConfig
 from storage_core.plugins import PluginRegistry
 from storage_core.rollout import is_selected, rollout_position
+from storage_core.verify import CheckSettings, ObjectStore, Reference, check_claims
 from storage_core.values import (
     BackendContext,
+    StoredRow,
     UploadBatch,
     UploadOutcome,
     UploadReceipt,
@@ -60,6 +62,26 @@ class ValidationReport:
 
     def count(self, verdict: str) -> int:
         return sum(1 for value in self.verdicts.values() if value == verdict)
+
+    def reason(self, uri: str) -> str:
+        """Why ``uri`` got its verdict, from each backend's part (one line)."""
+        verdict = self.verdicts.get(uri)
+        if verdict == VALID:
+            return "found and checked"
+        parts = []
+        for outcome in self.outcomes:
+            if outcome.result is None:
+                parts.append(f"{outcome.backend}: could not validate ({outcome.error})")
+            elif uri in outcome.result.rejected:
+                parts.append(f"{outcome.backend}: {outcome.result.rejected[uri]}")
+            elif uri not in outcome.result.found:
+                parts.append(f"{outcome.backend}: not found")
+        return "; ".join(parts) or "no backend can validate this miner"
+
+    @property
+    def rows(self) -> tuple[StoredRow, ...]:
+        """The sampled rows, as each backend stored them."""
+        return tuple(row for o in self.outcomes if o.result for row in o.result.rows)
 
     @property
     def requests(self) -> int:
@@ -219,36 +241,47 @@ class Dispatcher:
             and "validate" in self.registry.descriptor(b).capabilities
         )
 
-    def _validate_on(self, backends: Sequence[str], miner_hotkey: str, uris: tuple[str, ...]) -> tuple[ValidationOutcome, ...]:
+    def _validate_on(self, backends: Sequence[str], miner_hotkey: str, uris: tuple[str, ...],
+                     settings: CheckSettings) -> tuple[ValidationOutcome, ...]:
         def job_for(backend: str) -> Callable[[], ValidationResult]:
             def job() -> ValidationResult:
-                result = self.registry.call(
-                    backend, "storage_validate", context=self.context_for(backend), miner_hotkey=miner_hotkey, uris=uris
-                )
-                if not isinstance(result, ValidationResult):
-                    raise TypeError(f"storage_validate returned {type(result).__name__}, not ValidationResult")
-                return result
+                store = self.registry.call(backend, "storage_reader", context=self.context_for(backend),
+                                           miner_hotkey=miner_hotkey)
+                if not isinstance(store, ObjectStore):
+                    raise TypeError(f"storage_reader returned {type(store).__name__}, not an ObjectStore")
+                try:
+                    return check_claims(store, backend, miner_hotkey, uris, settings)
+                finally:
+                    store.close()
 
             return job
 
         results = _run_isolated({b: job_for(b) for b in backends}, self.timeout_s)
         return tuple(ValidationOutcome(b, results[b][0], results[b][1], results[b][2], results[b][3]) for b in backends)
 
-    def validate(self, miner_hotkey: str, uris: Sequence[str]) -> ValidationReport:
+    def check_settings(self, seed: str | None = None, reference: Reference | None = None) -> CheckSettings:
+        """The checks' settings under this config: its freshness window, the caller's seed and reference."""
+        return CheckSettings(freshness_days=self.config.freshness_days, seed=seed, reference=reference)
+
+    def validate(self, miner_hotkey: str, uris: Sequence[str], *, seed: str | None = None,
+                 reference: Reference | None = None) -> ValidationReport:
         """Ask every backend the miner is eligible for, then combine by the config's policy. Never raises.
 
+        ``seed`` picks the URIs that get full-row checks (SN13 seeds by block hash; None draws one a miner
+        cannot predict); ``reference`` is the validator's own copy of posts to compare sampled rows with.
         Under policy ``any``, URIs not found there get a second look on the enabled fallback backends (a miner
         whose upload fell back holds them there); a fallback can only turn a URI valid, never invalid or unknown.
         """
         backends = self.validation_backends(miner_hotkey)
         asked = tuple(dict.fromkeys(uris))
-        outcomes = self._validate_on(backends, miner_hotkey, asked)
+        settings = self.check_settings(seed, reference)
+        outcomes = self._validate_on(backends, miner_hotkey, asked, settings)
         verdicts = combine(self.config.validation_policy, backends, outcomes, asked)
         if self.config.validation_policy == "any":
             unresolved = tuple(uri for uri in asked if verdicts[uri] != VALID)
             fallbacks = self.validation_fallbacks(backends)
             if unresolved and fallbacks:
-                second = self._validate_on(fallbacks, miner_hotkey, unresolved)
+                second = self._validate_on(fallbacks, miner_hotkey, unresolved, settings)
                 found = {uri for o in second if o.ok and o.result is not None for uri in o.result.found}
                 verdicts.update({uri: VALID for uri in unresolved if uri in found})
                 outcomes += second

@@ -20,8 +20,8 @@ from storage_core.values import (
     StoredUsage,
     UploadBatch,
     UploadReceipt,
-    ValidationResult,
 )
+from storage_core.verify.store import ObjectStore
 
 PROJECT_NAME = "storage_core"
 
@@ -46,12 +46,12 @@ def storage_upload(context: BackendContext, batch: UploadBatch) -> UploadReceipt
 
 
 @hookspec
-def storage_validate(context: BackendContext, miner_hotkey: str, uris: tuple[str, ...]) -> ValidationResult:
-    """Report which of ``uris`` the backend holds for ``miner_hotkey``, and the requests and bytes it read.
+def storage_reader(context: BackendContext, miner_hotkey: str) -> ObjectStore:
+    """Open ``miner_hotkey``'s objects on this backend for reading: a listing and raw byte ranges.
 
-    Only objects stored under that miner count. Objects that exist but fail their checksum or schema
-    are listed in ``problems``. Raise on failure: the dispatcher reports "could not validate", never
-    "invalid".
+    The core decides what the objects prove (:mod:`storage_core.verify`): names, checksums, footers,
+    schema, rows. The store raises ``ObjectError`` for a problem of one object (the miner's fault) and
+    anything else when the backend itself fails (the dispatcher reports "could not validate").
     """
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import attrs
+
 from storage_core.values import StagedFile
 
 #: Hex characters of the sha256 kept in an object name (128 bits: collisions are not a concern).
@@ -48,3 +50,34 @@ def hotkey_of_key(key: str) -> str | None:
         return None
     value = first[len("hotkey="):]
     return value if _HOTKEY.match(value) else None
+
+
+_OBJECT_KEY = re.compile(
+    r"hotkey=(?P<hotkey>[^/]+)/source=(?P<source>[^/]+)/date=(?P<date>[^/]+)/(?P<name>[0-9a-f]{%d})\.parquet"
+    % NAME_HASH_CHARS
+)
+
+
+@attrs.frozen
+class ObjectName:
+    """The parts of an object key in the layout: whose it is, which source and day, which content."""
+
+    hotkey: str
+    source: str
+    date: str
+    name_hash: str  # the first NAME_HASH_CHARS hex characters of the object's sha256
+
+    @property
+    def key(self) -> str:
+        return f"{miner_prefix(self.hotkey)}source={self.source}/date={self.date}/{self.name_hash}.parquet"
+
+
+def parse_key(key: str) -> ObjectName | None:
+    """The inverse of :func:`object_key`: the parts of ``key``, or None when it is not in the layout."""
+    match = _OBJECT_KEY.fullmatch(key)
+    if match is None:
+        return None
+    hotkey, source, date = match.group("hotkey"), match.group("source"), match.group("date")
+    if not (_HOTKEY.match(hotkey) and _PARTITION_VALUE.match(source) and _DATE.match(date)):
+        return None
+    return ObjectName(hotkey, source, date, match.group("name"))

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from storage_core.dispatch import INVALID, UNKNOWN, VALID, ValidationReport
 from storage_core.node import StorageNode
+from storage_core.verify import Reference
 
 log = logging.getLogger(__name__)
 
@@ -17,9 +18,14 @@ class ValidatorStorage:
     def __init__(self, node: StorageNode) -> None:
         self.node = node
 
-    def validate_miner_data(self, miner_hotkey: str, uris: Sequence[str]) -> ValidationReport:
-        """Per-URI verdicts (valid / invalid / unknown) and each backend's part; never raises for a backend."""
-        report = self.node.dispatcher().validate(miner_hotkey, uris)
+    def validate_miner_data(self, miner_hotkey: str, uris: Sequence[str], *, seed: str | None = None,
+                            reference: Reference | None = None) -> ValidationReport:
+        """Per-URI verdicts (valid / invalid / unknown) and each backend's part; never raises for a backend.
+
+        ``seed`` chooses the URIs that get full-row checks (SN13 seeds by block hash; None: unpredictable);
+        ``reference`` is the validator's own copy of posts (a fresh scrape) that sampled rows must match.
+        """
+        report = self.node.dispatcher().validate(miner_hotkey, uris, seed=seed, reference=reference)
         log.info(
             "validated %d URIs of %s on %s: %d valid, %d invalid, %d unknown (%d requests, %d bytes)",
             len(report.verdicts), miner_hotkey, ", ".join(report.backends) or "no backend",

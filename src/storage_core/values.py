@@ -16,7 +16,7 @@ from typing import Any
 import attrs
 
 #: Major version of the hook contract. A plugin declaring another major version is refused.
-PLUGIN_API_VERSION = 1
+PLUGIN_API_VERSION = 2
 
 BACKEND_ID_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 CAPABILITIES = frozenset({"upload", "validate", "health"})
@@ -169,8 +169,27 @@ class IntegrityProblem:
 
 
 @attrs.frozen
+class StoredRow:
+    """One sampled row exactly as the miner stored it (every column), for a validator to compare with a scrape."""
+
+    uri: str
+    key: str  # the object that holds it
+    values: Mapping[str, Any] = attrs.field(converter=_frozen_mapping)
+    problem: str | None = None  # why the row failed its checks, or None
+
+
+def _stored_rows(value: Iterable[StoredRow]) -> tuple[StoredRow, ...]:
+    return tuple(value)
+
+
+@attrs.frozen
 class ValidationResult:
-    """A backend's answer to "which of these URIs does miner M hold?", with what it cost to answer."""
+    """A backend's answer to "which of these URIs does miner M hold?", with what it cost to answer.
+
+    ``found`` holds the URIs stored and passing every check; ``rejected`` the URIs that are stored but
+    fail one (a duplicate, a stale or fabricated row, a file that cannot be trusted), with the reason.
+    A URI in neither was not found. ``rows`` are the sampled rows, as stored.
+    """
 
     backend: str
     miner_hotkey: str
@@ -179,6 +198,8 @@ class ValidationResult:
     bytes_read: int = 0
     objects_scanned: int = 0
     problems: tuple[IntegrityProblem, ...] = attrs.field(default=(), converter=_problems)
+    rejected: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_mapping)
+    rows: tuple[StoredRow, ...] = attrs.field(default=(), converter=_stored_rows)
 
 
 @attrs.frozen

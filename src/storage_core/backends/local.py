@@ -10,58 +10,76 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import BinaryIO
-
-import pyarrow as pa
-import pyarrow.parquet as pq
+from collections.abc import Iterator
 
 from storage_core import __version__
 from storage_core.chunks import verify_batch
 from storage_core.errors import BackendError
 from storage_core.hookspecs import hookimpl
-from storage_core.layout import NAME_HASH_CHARS, key_for, miner_prefix
-from storage_core.schema import schema_problem
+from storage_core.layout import key_for, miner_prefix
 from storage_core.values import (
     PLUGIN_API_VERSION,
     BackendContext,
     BackendDescriptor,
     HealthStatus,
-    IntegrityProblem,
     OptionSpec,
     StoredObject,
     StoredUsage,
     UploadBatch,
     UploadReceipt,
-    ValidationResult,
 )
+from storage_core.verify.store import ListedObject, Meter, ObjectError, ObjectTail
 
 BACKEND_ID = "local"
 log = logging.getLogger(__name__)
 
 
-def _root(context: BackendContext) -> Path:
+def root_of(context: BackendContext) -> Path:
     root = context.option("root")
     if not root:
         raise BackendError("backend 'local' needs the option 'root' (a directory)", retryable=False)
     return Path(root)
 
 
-class _CountingReader:
-    """A read-only file wrapper that counts the bytes pyarrow actually reads."""
+class LocalStore:
+    """One miner's prefix of the directory, as the core's checks read it (every read counted)."""
 
-    def __init__(self, handle: BinaryIO) -> None:
-        self._handle = handle
-        self.bytes_read = 0
-        self.reads = 0
+    def __init__(self, root: Path, miner_hotkey: str) -> None:
+        self.root = root
+        self.prefix = miner_prefix(miner_hotkey)
+        self.meter = Meter()
 
-    def read(self, size: int = -1) -> bytes:
-        data = self._handle.read(size)
-        self.bytes_read += len(data)
-        self.reads += 1
+    def list_objects(self) -> Iterator[ListedObject]:
+        directory = self.root / self.prefix
+        self.meter.add(requests=1)
+        for path in sorted(directory.rglob("*")) if directory.is_dir() else ():
+            if path.is_file() and not path.name.startswith("."):
+                yield ListedObject(key=path.relative_to(self.root).as_posix(), size=path.stat().st_size)
+
+    def _path(self, key: str) -> Path:
+        path = self.root / key
+        if not key.startswith(self.prefix) or ".." in key.split("/") or not path.is_file():
+            raise ObjectError(key, "no such object")
+        return path
+
+    def read_tail(self, key: str, length: int) -> ObjectTail:
+        path = self._path(key)
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            handle.seek(max(0, size - length))
+            data = handle.read(length)
+        self.meter.add(requests=1, bytes_read=len(data))
+        return ObjectTail(data=data, size=size)  # a directory records no checksum: the core hashes the file
+
+    def read_range(self, key: str, start: int, end: int) -> bytes:
+        with open(self._path(key), "rb") as handle:
+            handle.seek(start)
+            data = handle.read(end - start)
+        self.meter.add(requests=1, bytes_read=len(data))
         return data
 
-    def __getattr__(self, name: str):  # seek, tell, closed, ... pass through
-        return getattr(self._handle, name)
+    def close(self) -> None:
+        pass
 
 
 @hookimpl
@@ -84,7 +102,7 @@ def storage_backends() -> list[BackendDescriptor]:
 def storage_upload(context: BackendContext, batch: UploadBatch) -> UploadReceipt:
     """Copy each chunk under its content-addressed key; an identical existing file counts as stored."""
     verify_batch(batch)
-    root = _root(context)
+    root = root_of(context)
     objects = []
     for staged in batch.files:
         key = key_for(batch.miner_hotkey, staged)
@@ -103,51 +121,16 @@ def storage_upload(context: BackendContext, batch: UploadBatch) -> UploadReceipt
 
 
 @hookimpl
-def storage_validate(context: BackendContext, miner_hotkey: str, uris: tuple[str, ...]) -> ValidationResult:
-    """Read only the footer and ``uri`` column of each of the miner's files."""
-    root = _root(context)
-    wanted = set(uris)
-    found: set[str] = set()
-    problems: list[IntegrityProblem] = []
-    requests = bytes_read = scanned = 0
-    for path in sorted((root / miner_prefix(miner_hotkey)).rglob("*.parquet")):
-        if not wanted - found:
-            break
-        key = path.relative_to(root).as_posix()
-        scanned += 1
-        with open(path, "rb") as handle:
-            reader = _CountingReader(handle)
-            try:
-                parquet = pq.ParquetFile(reader)
-                problem = schema_problem(parquet.schema_arrow)
-                if problem is None and len(path.stem) != NAME_HASH_CHARS:
-                    problem = f"name {path.name} is not a content address"
-                if problem:
-                    problems.append(IntegrityProblem(key=key, problem=problem))
-                    continue
-                column = parquet.read(columns=["uri"]).column("uri")
-                found.update(wanted.intersection(column.to_pylist()))
-            except (pa.ArrowException, OSError) as error:
-                problems.append(IntegrityProblem(key=key, problem=f"unreadable parquet: {error}"))
-            finally:
-                requests += reader.reads
-                bytes_read += reader.bytes_read
-    return ValidationResult(
-        backend=BACKEND_ID,
-        miner_hotkey=miner_hotkey,
-        found=frozenset(found),
-        requests=requests,
-        bytes_read=bytes_read,
-        objects_scanned=scanned,
-        problems=tuple(problems),
-    )
+def storage_reader(context: BackendContext, miner_hotkey: str) -> LocalStore:
+    """The miner's prefix of the directory, for the core's checks."""
+    return LocalStore(root_of(context), miner_hotkey)
 
 
 @hookimpl
 def storage_health(context: BackendContext) -> HealthStatus:
     """Healthy when the root directory exists (or can be created) and is writable."""
     try:
-        root = _root(context)
+        root = root_of(context)
         root.mkdir(parents=True, exist_ok=True)
     except (BackendError, OSError) as error:
         return HealthStatus(backend=BACKEND_ID, ok=False, detail=str(error))
@@ -158,6 +141,6 @@ def storage_health(context: BackendContext) -> HealthStatus:
 @hookimpl
 def storage_usage(context: BackendContext, miner_hotkey: str) -> StoredUsage:
     """Count the miner's parquet files and their bytes."""
-    files = list((_root(context) / miner_prefix(miner_hotkey)).rglob("*.parquet"))
+    files = list((root_of(context) / miner_prefix(miner_hotkey)).rglob("*.parquet"))
     return StoredUsage(backend=BACKEND_ID, miner_hotkey=miner_hotkey, objects=len(files),
                        bytes=sum(f.stat().st_size for f in files))

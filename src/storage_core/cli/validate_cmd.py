@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -40,9 +41,15 @@ def read_uris(path: Path) -> list[str]:
 @click.option("--uris", "uris_file", type=click.Path(path_type=Path), default=None, help="File of URIs, one per line.")
 @click.option("--sample", type=click.IntRange(1, 100_000), default=None, help="Check N random URIs from --db.")
 @click.option("--db", "db_path", type=click.Path(path_type=Path), default=None, help="Database to sample URIs from.")
+@click.option("--seed", default=None,
+              help="Seeds which URIs get full-row checks (SN13 uses a block hash); unpredictable when absent.")
+@click.option("--reference", "reference_db", type=click.Path(path_type=Path), default=None,
+              help="A database of posts in SN13's DataEntity table (your own scrape) to compare sampled rows with.")
+@click.option("--rows", "show_rows", is_flag=True, help="Show the sampled rows as the miner stored them.")
 @node_options
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (verdicts, reasons, sampled rows).")
 def validate_command(miner_hotkey: str, uris_file: Path | None, sample: int | None, db_path: Path | None,
+                     seed: str | None, reference_db: Path | None, show_rows: bool,
                      netuid: int | None, network: str | None, chain_endpoint: str | None, mirror: Path | None,
                      wallet_name: str, wallet_hotkey: str, wallet_path: str | None, state_dir: Path | None,
                      as_json: bool) -> None:
@@ -50,6 +57,8 @@ def validate_command(miner_hotkey: str, uris_file: Path | None, sample: int | No
 
     Exit code 0: all valid; 1: some invalid; 3: none invalid but some could not be validated.
     """
+    from storage_core.verify.reference import sqlite_reference
+
     from storage_core.layout import check_hotkey
     from storage_core.validator import ValidatorStorage
 
@@ -62,17 +71,24 @@ def validate_command(miner_hotkey: str, uris_file: Path | None, sample: int | No
     if sample is not None and db_path is None:
         raise click.UsageError("--sample needs --db PATH")
     uris = read_uris(uris_file) if uris_file else sample_uris(db_path, sample)  # type: ignore[arg-type]
+    if reference_db is not None and not reference_db.is_file():
+        raise click.BadParameter(f"{reference_db} does not exist", param_hint="--reference")
+    reference = sqlite_reference(reference_db) if reference_db is not None else None
     node = build_node(netuid, network, chain_endpoint, mirror, wallet_name, wallet_hotkey, wallet_path, state_dir)
-    report = ValidatorStorage(node).validate_miner_data(miner_hotkey, uris)
+    report = ValidatorStorage(node).validate_miner_data(miner_hotkey, uris, seed=seed, reference=reference)
     counts = {v: report.count(v) for v in (VALID, INVALID, UNKNOWN)}
     if as_json:
         print_json({
             "miner": miner_hotkey, "policy": report.policy, "backends": list(report.backends), "counts": counts,
             "verdicts": dict(report.verdicts),
+            "reasons": {uri: report.reason(uri) for uri, verdict in report.verdicts.items() if verdict != VALID},
+            "rows": [{"backend": backend, "uri": row.uri, "key": row.key, "problem": row.problem,
+                      "values": dict(row.values)} for backend, row in _rows(report)],
             "outcomes": [{"backend": o.backend, "status": o.status, "error": o.error,
                           "found": len(o.result.found) if o.result else None,
                           "requests": o.result.requests if o.result else None,
                           "bytes_read": o.result.bytes_read if o.result else None,
+                          "rejected": len(o.result.rejected) if o.result else None,
                           "problems": [{"key": p.key, "problem": p.problem} for p in o.result.problems]
                           if o.result else []}
                          for o in report.outcomes],
@@ -87,6 +103,24 @@ def validate_command(miner_hotkey: str, uris_file: Path | None, sample: int | No
               len(o.result.problems) if o.result else "-"] for o in report.outcomes]
             or [["(none)", "miner is on no backend", "-", "-", "-", "-"]],
         )
+        failing = [uri for uri, verdict in report.verdicts.items() if verdict != VALID]
+        if failing:
+            print_table(f"why ({min(len(failing), 10)} of {len(failing)} not valid)", ["uri", "reason"],
+                        [[_short(uri, 30), _short(report.reason(uri), 44)] for uri in failing[:10]])
+        if show_rows:
+            for backend, row in _rows(report):
+                print_table(f"{backend}: {row.uri}" + (f" (FAILS: {row.problem})" if row.problem else ""),
+                            ["column", "value as stored"],
+                            [[name, _short(repr(value), 56)] for name, value in row.values.items()])
         print_table("verdict", ["valid", "invalid", "could not validate"],
                     [[counts[VALID], counts[INVALID], counts[UNKNOWN]]])
     raise SystemExit(EXIT_INVALID if counts[INVALID] else EXIT_UNKNOWN if counts[UNKNOWN] else EXIT_VALID)
+
+
+def _rows(report: Any) -> list[tuple[str, Any]]:
+    return [(o.backend, row) for o in report.outcomes if o.result for row in o.result.rows]
+
+
+def _short(text: str, width: int) -> str:
+    """``text`` cut to ``width`` characters, so a table fits 80 columns."""
+    return text if len(text) <= width else text[: width - 1] + "…"

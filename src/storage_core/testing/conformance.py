@@ -1,8 +1,12 @@
 """The conformance kit: one shared test suite that every storage backend package runs.
 
 Subclass ``BackendConformance`` in your backend's tests and provide a ``conformance_target`` fixture
-(see docs/writing-a-backend.md). The kit calls your hook implementations through a pluggy plugin
-manager exactly as the dispatcher does (only the arguments your functions name are passed).
+(see docs/writing-a-backend.md). The kit loads your plugin into the production ``PluginRegistry`` and
+validates through the production ``Dispatcher``, so what passes here is what runs on a validator.
+
+The integrity tests plant files a dishonest miner could store (``storage_core.testing.cheats``); they
+need the target's optional ``put_raw`` (store raw bytes under a key, as a miner could) and are skipped
+for a backend that has none, the way fsspec's abstract tests skip by capability.
 """
 
 from __future__ import annotations
@@ -14,14 +18,15 @@ from types import ModuleType
 from typing import Any
 
 import attrs
-import pluggy
 import pytest
 
-from storage_core import hookspecs
 from storage_core.chunks import write_chunk
 from storage_core.errors import StorageCoreError
+from storage_core.schema import SCHEMA_VERSION
 from storage_core.layout import key_for
-from storage_core.testing.data import make_batch, make_table, uris_of
+from storage_core.dispatch import INVALID, UNKNOWN, VALID, ValidationReport
+from storage_core.testing import cheats
+from storage_core.testing.data import make_batch, make_table, recent_day, uris_of
 from storage_core.values import (
     PLUGIN_API_VERSION,
     BackendContext,
@@ -35,23 +40,36 @@ from storage_core.values import (
 
 @attrs.frozen
 class ConformanceTarget:
-    """A configured backend under test: its plugin module and the identities it accepts."""
+    """A configured backend under test: its plugin module and the identities it accepts.
+
+    ``put_raw(key, data)`` stores ``data`` under object key ``key`` exactly as a miner could (bypassing the
+    uploader's checks); without it the integrity tests are skipped.
+    """
 
     backend_id: str
     plugin: ModuleType | object
     context_for: Callable[[Any], BackendContext]  # signer (miner or validator) -> context
     miners: tuple[Any, Any]  # two miner signers (bittensor Keypair or Wallet) the backend accepts
     validator: Any  # a signer allowed to validate
+    put_raw: Callable[[str, bytes], None] | None = None
 
 
 class BackendHarness:
-    """Calls one plugin's hooks the way the dispatcher does."""
+    """Calls one plugin's hooks through the production registry and dispatcher."""
 
     def __init__(self, target: ConformanceTarget) -> None:
+        from storage_core.config import BackendConfig, StorageConfig
+        from storage_core.dispatch import Dispatcher
+        from storage_core.plugins import PluginRegistry
+
         self.target = target
-        self.manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
-        self.manager.add_hookspecs(hookspecs)
-        self.manager.register(target.plugin, name=f"conformance-{target.backend_id}")
+        self.registry = PluginRegistry(points=[], environ={})
+        record = self.registry.register(target.backend_id, target.plugin)
+        assert record.status == "loaded", f"the plugin did not load: {record.reason}"
+        config = StorageConfig(backends={target.backend_id: BackendConfig(enabled=True, rollout_percent=100)},
+                               validation_policy="all", fallback_order=(target.backend_id,))
+        self.dispatcher = Dispatcher(self.registry, config, lambda _backend: target.context_for(target.validator),
+                                     timeout_s=300)
 
     @staticmethod
     def hotkey(signer: Any) -> str:
@@ -60,19 +78,24 @@ class BackendHarness:
         return hotkey_address(signer)
 
     def descriptors(self) -> list[BackendDescriptor]:
-        return [d for result in self.manager.hook.storage_backends() for d in result]
+        return [self.registry.descriptor(self.target.backend_id)]
 
     def upload(self, signer: Any, batch: UploadBatch) -> UploadReceipt:
-        results = self.manager.hook.storage_upload(context=self.target.context_for(signer), batch=batch)
-        assert len(results) == 1, f"expected one receipt, got {results!r}"
-        return results[0]
+        receipt = self.registry.call(self.target.backend_id, "storage_upload",
+                                     context=self.target.context_for(signer), batch=batch)
+        assert isinstance(receipt, UploadReceipt), receipt
+        return receipt
 
-    def validate(self, miner_hotkey: str, uris: list[str]) -> ValidationResult:
-        results = self.manager.hook.storage_validate(
-            context=self.target.context_for(self.target.validator), miner_hotkey=miner_hotkey, uris=tuple(uris)
-        )
-        assert len(results) == 1, f"expected one validation result, got {results!r}"
-        return results[0]
+    def report(self, miner_hotkey: str, uris: list[str], seed: str = "conformance") -> ValidationReport:
+        """The dispatcher's verdicts for ``uris`` (policy ``all`` over this backend alone)."""
+        return self.dispatcher.validate(miner_hotkey, uris, seed=seed)
+
+    def validate(self, miner_hotkey: str, uris: list[str], seed: str = "conformance") -> ValidationResult:
+        """This backend's answer; fails the test when the backend could not answer."""
+        report = self.report(miner_hotkey, uris, seed)
+        (outcome,) = report.outcomes
+        assert outcome.ok and outcome.result is not None, f"{outcome.backend} could not validate: {outcome.error}"
+        return outcome.result
 
 
 class BackendConformance:
@@ -115,7 +138,9 @@ class BackendConformance:
         uris = uris_of(batch)
         result = harness.validate(batch.miner_hotkey, uris)
         assert result.found == frozenset(uris)
-        assert result.requests >= 1 and result.problems == ()
+        assert result.requests >= 1 and result.problems == () and not result.rejected
+        assert result.rows and all(row.problem is None for row in result.rows)  # sampled rows, as stored
+        assert set(harness.report(batch.miner_hotkey, uris).verdicts.values()) == {VALID}
 
     def test_receipt_describes_every_object(self, harness: BackendHarness, staging: Path) -> None:
         signer, batch = self._batch(harness, staging, rows=500, chunks=2, seed=12, source="reddit")
@@ -183,10 +208,10 @@ class BackendConformance:
             size_bytes=not_parquet.stat().st_size,
             rows=1,
             source="x",
-            date="2026-11-01",
+            date=recent_day().isoformat(),
             min_datetime=batch.files[0].min_datetime,
             max_datetime=batch.files[0].max_datetime,
-            schema_version=1,
+            schema_version=SCHEMA_VERSION,
         )
         with pytest.raises(StorageCoreError, match="not-parquet"):
             harness.upload(signer, attrs.evolve(batch, files=(bogus,)))
@@ -197,6 +222,92 @@ class BackendConformance:
         harness.upload(signer, attrs.evolve(x_batch, files=x_batch.files + reddit_batch.files))
         uris = uris_of(x_batch) + uris_of(reddit_batch)
         assert harness.validate(x_batch.miner_hotkey, uris).found == frozenset(uris)
+
+
+    # -- integrity: what a dishonest miner stores must make its claims invalid ----------------------
+
+    @pytest.fixture
+    def put_raw(self, harness: BackendHarness) -> Callable[[str, bytes], None]:
+        if harness.target.put_raw is None:
+            pytest.skip("the target has no put_raw: integrity tests need a way to store raw bytes")
+        return harness.target.put_raw
+
+    def _plant(self, harness: BackendHarness, put_raw: Callable[[str, bytes], None],
+               planted: cheats.Planted, honest_rows: int = 300) -> tuple[str, list[str]]:
+        """Store an honest file and ``planted`` for miner 0; return its hotkey and the honest file's URIs."""
+        hotkey = harness.hotkey(harness.target.miners[0])
+        honest = cheats.honest(hotkey, make_table(honest_rows, "x", seed=901, day=recent_day(2)))
+        put_raw(honest.key, honest.data)
+        put_raw(planted.key, planted.data)
+        return hotkey, list(honest.claims)
+
+    def _assert_caught(self, harness: BackendHarness, put_raw: Callable[[str, bytes], None],
+                       planted: cheats.Planted) -> ValidationReport:
+        hotkey, honest_uris = self._plant(harness, put_raw, planted)
+        claims = list(planted.claims[:20]) + honest_uris[:10]
+        report = harness.report(hotkey, claims)
+        verdicts = [report.verdicts[uri] for uri in planted.claims[:20]]
+        assert verdicts == [INVALID] * len(verdicts), (planted.cheat, report.outcomes)
+        assert all(report.verdicts[uri] == VALID for uri in honest_uris[:10]), (planted.cheat, report.outcomes)
+        return report
+
+    def _table(self, seed: int, rows: int = 500, source: str = "x") -> Any:
+        return make_table(rows, source, seed=seed)
+
+    def _hotkey(self, harness: BackendHarness) -> str:
+        return harness.hotkey(harness.target.miners[0])
+
+    def test_integrity_damaged_object(self, harness: BackendHarness, put_raw: Any) -> None:
+        hotkey = self._hotkey(harness)
+        report = self._assert_caught(harness, put_raw, cheats.damaged(cheats.honest(hotkey, self._table(902))))
+        assert any(p.problem for o in report.outcomes if o.result for p in o.result.problems)
+
+    def test_integrity_lying_footer(self, harness: BackendHarness, put_raw: Any) -> None:
+        self._assert_caught(harness, put_raw, cheats.lying_row_counts(self._hotkey(harness), self._table(903)))
+
+    def test_integrity_lying_statistics(self, harness: BackendHarness, put_raw: Any) -> None:
+        self._assert_caught(harness, put_raw, cheats.lying_statistics(self._hotkey(harness), self._table(904)))
+
+    def test_integrity_wrong_source(self, harness: BackendHarness, put_raw: Any) -> None:
+        self._assert_caught(harness, put_raw, cheats.wrong_source(self._hotkey(harness), self._table(905)))
+
+    def test_integrity_duplicates(self, harness: BackendHarness, put_raw: Any) -> None:
+        hotkey = self._hotkey(harness)
+        self._assert_caught(harness, put_raw, cheats.duplicate_rows(hotkey, self._table(906)))
+        table = self._table(907)
+        first = cheats.honest(hotkey, table)
+        put_raw(first.key, first.data)
+        self._assert_caught(harness, put_raw, cheats.duplicate_file(hotkey, table))
+
+    def test_integrity_uri_shells(self, harness: BackendHarness, put_raw: Any) -> None:
+        report = self._assert_caught(harness, put_raw, cheats.uri_shells(self._hotkey(harness), self._table(908)))
+        assert any(row.problem for row in report.rows)
+
+    def test_integrity_inflated_sizes(self, harness: BackendHarness, put_raw: Any) -> None:
+        self._assert_caught(harness, put_raw, cheats.inflated_sizes(self._hotkey(harness), self._table(909)))
+
+    def test_integrity_stale_rows(self, harness: BackendHarness, put_raw: Any) -> None:
+        hotkey = self._hotkey(harness)
+        self._assert_caught(harness, put_raw, cheats.stale(hotkey, self._table(910)))
+        self._assert_caught(harness, put_raw, cheats.stale_relabelled(hotkey, self._table(911)))
+
+    def test_integrity_unbounded_work_is_invalid_not_unknown(self, harness: BackendHarness, put_raw: Any) -> None:
+        planted = cheats.no_statistics_many_groups(self._hotkey(harness), self._table(912, rows=1_000))
+        report = self._assert_caught(harness, put_raw, planted)
+        assert report.count(UNKNOWN) == 0
+
+    def test_integrity_another_miners_key(self, harness: BackendHarness, put_raw: Any) -> None:
+        """Miner 1's object, planted by miner 0 under miner 1's key, never counts for miner 0."""
+        other = harness.hotkey(harness.target.miners[1])
+        table = self._table(913)
+        planted = cheats.honest(other, table)
+        put_raw(planted.key, planted.data)
+        report = harness.report(self._hotkey(harness), list(planted.claims[:20]))
+        assert set(report.verdicts.values()) == {INVALID}
+
+    def test_integrity_name_is_not_the_content_hash(self, harness: BackendHarness, put_raw: Any) -> None:
+        hotkey = self._hotkey(harness)
+        self._assert_caught(harness, put_raw, cheats.truncated_name(cheats.honest(hotkey, self._table(914))))
 
 
 __all__ = ["BackendConformance", "BackendHarness", "ConformanceTarget", "make_batch", "make_table", "write_chunk"]

@@ -15,8 +15,14 @@ from storage_core.values import UploadBatch
 _WORDS = "data universe miner validator subnet bittensor storage rollout parquet chain stake tao".split()
 
 
-def make_table(rows: int, source: str = "x", seed: int = 0, day: date = date(2026, 11, 1)) -> pa.Table:
-    """``rows`` rows of one source on one UTC day; URIs are unique per (source, seed, index)."""
+def recent_day(days_ago: int = 1) -> date:
+    """A UTC day inside every freshness window: test data that validators must accept as fresh."""
+    return datetime.now(UTC).date() - timedelta(days=days_ago)
+
+
+def make_table(rows: int, source: str = "x", seed: int = 0, day: date | None = None) -> pa.Table:
+    """``rows`` rows of one source on one UTC day (default: yesterday); URIs are unique per (source, seed, index)."""
+    day = day or recent_day()
     rng = random.Random(f"{source}:{seed}")
     start = datetime(day.year, day.month, day.day, tzinfo=UTC)
     times = sorted(start + timedelta(microseconds=rng.randrange(86_400_000_000)) for _ in range(rows))
@@ -67,12 +73,13 @@ def make_batch(
     chunks: int = 1,
     round_id: str = "test",
 ) -> UploadBatch:
-    """A batch of ``chunks`` files (one day each) with ``rows`` rows in all, written under ``directory``."""
+    """A batch of ``chunks`` files (one day each, the last ones before today) with ``rows`` rows in all."""
     files = []
+    first_day = recent_day(chunks)
     per_chunk = max(1, rows // chunks)
     for index in range(chunks):
         count = per_chunk if index < chunks - 1 else rows - per_chunk * (chunks - 1)
-        table = make_table(count, source, seed=seed * 1000 + index, day=date(2026, 11, 1) + timedelta(days=index))
+        table = make_table(count, source, seed=seed * 1000 + index, day=first_day + timedelta(days=index))
         files.append(write_chunk(table, source, Path(directory)))
     return UploadBatch(miner_hotkey=hotkey, files=tuple(files), round_id=round_id)
 

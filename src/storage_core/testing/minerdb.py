@@ -38,7 +38,10 @@ INDEX_SQL = """CREATE INDEX IF NOT EXISTS data_entity_bucket_index2
 
 SOURCE_REDDIT = 1
 SOURCE_X = 2
-DEFAULT_END = datetime(2026, 11, 20, tzinfo=UTC)
+#: Generated rows end three days before today and span DEFAULT_DAYS, so they sit inside SN13's 30-day
+#: freshness window whenever a test or the demo runs (and rows added a day "later" are still not future).
+DEFAULT_END = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=3)
+DEFAULT_DAYS = 25.0
 
 _WORDS = (
     "the a of to and in is it that for on with as was at by this be from are or have an they which one you "
@@ -154,7 +157,7 @@ def generate_rows(
     *,
     seed: int = 0,
     end: datetime = DEFAULT_END,
-    days: float = 30.0,
+    days: float = DEFAULT_DAYS,
     x_fraction: float = 0.5,
     start_index: int = 0,
     at: datetime | None = None,
@@ -211,7 +214,7 @@ def create_miner_db(
     *,
     seed: int = 0,
     end: datetime = DEFAULT_END,
-    days: float = 30.0,
+    days: float = DEFAULT_DAYS,
     x_fraction: float = 0.5,
     undecodable: int = 0,
 ) -> MinerDbSummary:

@@ -7,6 +7,7 @@ from importlib.metadata import EntryPoint, distributions
 from pathlib import Path
 
 from storage_core.plugins import ENTRY_POINT_GROUP
+from storage_core.values import PLUGIN_API_VERSION
 
 
 def write_distribution(root: Path, package: str, version: str, modules: dict[str, str], backends: dict[str, str]) -> None:
@@ -31,11 +32,13 @@ def entry_points_under(root: Path) -> list[EntryPoint]:
     ]
 
 
-def backend_module_source(backend_id: str, package: str, api_version: int = 1, extra: str = "") -> str:
-    """Source of a minimal in-memory backend module (a dict of stored URIs per miner)."""
+def backend_module_source(backend_id: str, package: str, api_version: int = PLUGIN_API_VERSION,
+                          extra: str = "") -> str:
+    """Source of a minimal in-memory backend module (a dict of stored objects by key)."""
     return f'''
-        from storage_core import hookimpl, BackendDescriptor, UploadReceipt, StoredObject, ValidationResult
-        from storage_core.testing.data import uris_of
+        from storage_core import hookimpl, BackendDescriptor, UploadReceipt, StoredObject
+        from storage_core.layout import key_for
+        from storage_core.testing.memory_store import MemoryStore
 
         STORED = {{}}
 
@@ -46,15 +49,13 @@ def backend_module_source(backend_id: str, package: str, api_version: int = 1, e
 
         @hookimpl
         def storage_upload(batch):
-            STORED.setdefault(batch.miner_hotkey, set()).update(uris_of(batch))
+            STORED.update({{key_for(batch.miner_hotkey, f): f.path.read_bytes() for f in batch.files}})
             return UploadReceipt(backend={backend_id!r}, location="memory",
                                  objects=[StoredObject(key=f.sha256, size_bytes=f.size_bytes, sha256=f.sha256)
                                           for f in batch.files])
 
         @hookimpl
-        def storage_validate(miner_hotkey, uris):
-            held = STORED.get(miner_hotkey, set())
-            return ValidationResult(backend={backend_id!r}, miner_hotkey=miner_hotkey,
-                                    found=[u for u in uris if u in held], requests=1)
+        def storage_reader(miner_hotkey):
+            return MemoryStore(STORED, miner_hotkey)
         {extra}
     '''

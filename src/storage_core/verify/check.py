@@ -1,0 +1,274 @@
+"""The one checking path: does miner M hold the URIs it claims, as real rows of fresh, readable files?
+
+Every backend's validation runs through :func:`check_claims`; a backend supplies only an
+:class:`~storage_core.verify.store.ObjectStore` (listing and byte ranges). The steps:
+
+1. List the miner's objects. Keys outside the layout or under another hotkey never count.
+2. Open each object that can hold a claimed URI (its source; a date partition inside the freshness
+   window): name vs content hash, footer within caps, schema, declared source, row counts, ``uri`` and
+   ``datetime`` statistics (a partition whose rows lie outside its day or window is refused whole).
+3. Find each claimed URI: read the ``uri`` column of only the row groups whose statistics admit it,
+   checking each read against the footer. A URI stops being sought at the first object that holds
+   it, except the sampled ones, which are sought in every object so that copies across files show.
+4. Sampled URIs (chosen by the caller's seed, so a miner cannot predict them) get a full-row check:
+   every column read and checked (:mod:`storage_core.verify.rows`); one bad row makes its whole object
+   untrusted. The sampled rows come back as stored, for a validator to compare with a fresh scrape.
+
+What the miner made and cannot be checked is invalid; only the store's own failure (an exception that
+is not an ``ObjectError``) propagates, which the dispatcher reports as "could not validate".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import random
+import threading
+from collections import defaultdict
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import attrs
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from storage_core.layout import ObjectName, parse_key
+from storage_core.values import IntegrityProblem, StoredRow, ValidationResult
+from storage_core.verify.footer import Limits, OpenedFile, RowGroup, open_object, read_columns
+from storage_core.verify.rows import FUTURE_SKEW, MAX_CONTENT_BYTES, Reference, RowRules, reference_problem, \
+    row_problem, source_of_uri
+from storage_core.verify.store import ListedObject, ObjectError, ObjectStore
+
+log = logging.getLogger(__name__)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@attrs.frozen
+class CheckSettings:
+    """How a check samples and what it accepts. ``seed`` None draws an unpredictable one."""
+
+    freshness_days: int = 30
+    full_checks: int = 5
+    seed: str | None = None
+    now: datetime | None = None
+    limits: Limits = Limits()
+    concurrency: int = 8
+    reference: Reference | None = attrs.field(default=None, eq=False)
+
+    def rules(self) -> RowRules:
+        return RowRules(now=self.now or datetime.now(UTC), freshness=timedelta(days=self.freshness_days))
+
+
+def sample_uris(uris: Sequence[str], count: int, seed: str | None) -> frozenset[str]:
+    """``count`` of ``uris`` chosen by ``seed`` (SN13 seeds by block hash); the same seed, the same choice."""
+    ordered = sorted(set(uris))
+    if count >= len(ordered):
+        return frozenset(ordered)
+    material = seed.encode() if seed is not None else os.urandom(32)
+    rng = random.Random(hashlib.sha256(b"storage-core sample:" + material).digest())
+    return frozenset(rng.sample(ordered, count))
+
+
+@attrs.define
+class _Occurrence:
+    file: OpenedFile
+    group: RowGroup
+    row: int
+
+
+class _Check:
+    """The state of one check: objects opened, problems found, where each URI was seen."""
+
+    def __init__(self, store: ObjectStore, backend: str, miner_hotkey: str, uris: Sequence[str],
+                 settings: CheckSettings) -> None:
+        self.store = store
+        self.backend = backend
+        self.miner = miner_hotkey
+        self.claimed = tuple(dict.fromkeys(uris))
+        self.settings = settings
+        self.rules = settings.rules()
+        self.sampled = sample_uris(self.claimed, settings.full_checks, settings.seed)
+        self.problems: dict[str, str] = {}  # object key -> why it cannot be trusted
+        self.seen: dict[str, list[_Occurrence]] = defaultdict(list)
+        self.rows: list[StoredRow] = []
+        self.opened = 0
+        self.lock = threading.Lock()
+
+    # -- 1 and 2: which objects, opened -----------------------------------------------------------
+
+    def candidates(self) -> list[tuple[ListedObject, ObjectName]]:
+        """The miner's objects that may hold a claimed URI; problems for objects that cannot be the miner's."""
+        sources = {source_of_uri(uri) for uri in self.claimed}
+        wanted_sources = None if None in sources else sources
+        oldest = self.rules.oldest().date().isoformat()
+        newest = (self.rules.now + FUTURE_SKEW).date().isoformat()
+        chosen = []
+        for listed in self.store.list_objects():
+            if not listed.key.endswith(".parquet"):
+                continue  # repo files (README, manifests) are not data
+            name = parse_key(listed.key)
+            if name is None:
+                self.problems[listed.key] = "key is not in the storage-core layout"
+            elif name.hotkey != self.miner:
+                self.problems[listed.key] = f"object under hotkey {name.hotkey}, not this miner's"
+            elif name.date > newest:
+                self.problems[listed.key] = f"date partition {name.date} is in the future"
+            elif name.date >= oldest and (wanted_sources is None or name.source in wanted_sources):
+                chosen.append((listed, name))
+        return sorted(chosen, key=lambda item: (item[1].date, item[0].key), reverse=True)
+
+    def open(self, listed: ListedObject, name: ObjectName) -> OpenedFile | None:
+        try:
+            opened = open_object(self.store, listed, name, self.settings.limits)
+            self._check_partition(opened)
+            return opened
+        except ObjectError as error:
+            self.problems[listed.key] = error.problem
+            return None
+
+    def _check_partition(self, opened: OpenedFile) -> None:
+        """Footer statistics of ``datetime``, ``source`` and ``content_size_bytes`` must fit the object's name."""
+        metadata, name = opened.parquet.metadata, opened.name
+        paths = [metadata.schema.column(i).path for i in range(metadata.num_columns)]
+        when, source, size = paths.index("datetime"), paths.index("source"), paths.index("content_size_bytes")
+        day_start = datetime.fromisoformat(name.date).replace(tzinfo=UTC)
+        low_limit = max(day_start, self.rules.oldest())
+        high_limit = min(day_start + timedelta(days=1), self.rules.now + FUTURE_SKEW)
+        for group in opened.row_groups:
+            columns = metadata.row_group(group.index)
+            stats = columns.column(when).statistics
+            if stats is None or not stats.has_min_max:
+                raise ObjectError(opened.key, f"row group {group.index} has no datetime statistics")
+            low = _EPOCH + timedelta(microseconds=stats.min_raw)
+            high = _EPOCH + timedelta(microseconds=stats.max_raw)
+            if low < low_limit or high >= high_limit:
+                why = "stale or relabelled" if low < day_start or high >= day_start + timedelta(days=1) else "stale"
+                raise ObjectError(opened.key, f"row group {group.index} holds datetimes {low.isoformat()} to "
+                                              f"{high.isoformat()}, outside {name.date} within the window ({why})")
+            stats = columns.column(source).statistics
+            if stats is None or not stats.has_min_max or {_text(stats.min), _text(stats.max)} != {name.source}:
+                raise ObjectError(opened.key, f"row group {group.index}: source column is not all {name.source!r}")
+            stats = columns.column(size).statistics
+            if stats is None or not stats.has_min_max or stats.min_raw < 1 or stats.max_raw > MAX_CONTENT_BYTES:
+                raise ObjectError(opened.key, f"row group {group.index}: content_size_bytes outside 1..{MAX_CONTENT_BYTES}")
+
+    # -- 3: where each URI is ---------------------------------------------------------------------
+
+    def still_sought(self, uri: str) -> bool:
+        return uri in self.sampled or not self.seen.get(uri)
+
+    def search(self, opened: OpenedFile, sought: frozenset[str]) -> None:
+        """Read the uri column of the row groups of ``opened`` that may hold a sought URI; record hits."""
+        wanted = [uri for uri in sought if source_of_uri(uri) in (None, opened.name.source)]
+        groups = [group for group in opened.row_groups if any(group.may_hold(uri) for uri in wanted)]
+        hits: list[tuple[str, _Occurrence]] = []
+        try:
+            for group in groups:
+                column = read_columns(opened, group, ["uri"]).column("uri").to_pylist()
+                for row, value in enumerate(column):
+                    if value in sought:
+                        hits.append((value, _Occurrence(opened, group, row)))
+        except ObjectError as error:
+            with self.lock:
+                self.problems[opened.key] = error.problem
+            return
+        with self.lock:
+            for uri, occurrence in hits:
+                self.seen[uri].append(occurrence)
+
+    # -- 4: full rows of the sampled URIs ---------------------------------------------------------
+
+    def full_row_checks(self) -> None:
+        by_group: dict[tuple[str, int], list[tuple[str, _Occurrence]]] = defaultdict(list)
+        for uri in sorted(self.sampled):
+            occurrences = self.seen.get(uri, [])
+            if len(occurrences) == 1 and occurrences[0].file.key not in self.problems:
+                occurrence = occurrences[0]
+                by_group[(occurrence.file.key, occurrence.group.index)].append((uri, occurrence))
+        truth: dict[str, Any] = {}
+        if self.settings.reference is not None and by_group:
+            truth = dict(self.settings.reference([uri for items in by_group.values() for uri, _ in items]))
+        for items in by_group.values():
+            opened, group = items[0][1].file, items[0][1].group
+            try:
+                table = read_columns(opened, group, None)
+                self._check_datetime_statistics(opened, group, table)
+            except ObjectError as error:
+                self.problems[opened.key] = error.problem
+                continue
+            for uri, occurrence in items:
+                row = _row(table, occurrence.row)
+                problem = row_problem(row, uri, opened.name, self.rules) or reference_problem(
+                    row, truth.get(uri), opened.name.source)
+                self.rows.append(StoredRow(uri=uri, key=opened.key, values=row, problem=problem))
+                if problem and opened.key not in self.problems:
+                    self.problems[opened.key] = f"holds a row that fails its check ({uri}: {problem})"
+
+    @staticmethod
+    def _check_datetime_statistics(opened: OpenedFile, group: RowGroup, table: pa.Table) -> None:
+        """The footer's datetime range was believed when the object was opened; hold it to the data."""
+        stats = opened.parquet.metadata.row_group(group.index).column(
+            opened.parquet.schema_arrow.get_field_index("datetime")).statistics
+        values = table.column("datetime").cast(pa.int64())
+        bounds = pc.min_max(values)
+        if bounds["min"].as_py() < stats.min_raw or bounds["max"].as_py() > stats.max_raw:
+            raise ObjectError(opened.key, f"row group {group.index}: datetime statistics lie")
+
+    # -- verdicts ---------------------------------------------------------------------------------
+
+    def result(self) -> ValidationResult:
+        found, rejected = set(), {}
+        for uri in self.claimed:
+            occurrences = self.seen.get(uri, [])
+            if not occurrences:
+                continue
+            bad = [o.file.key for o in occurrences if o.file.key in self.problems]
+            if bad:
+                rejected[uri] = f"stored in {bad[0]}, which cannot be trusted: {self.problems[bad[0]]}"
+            elif len(occurrences) > 1:
+                keys = sorted({o.file.key for o in occurrences})
+                rejected[uri] = f"duplicate: stored {len(occurrences)} times (in {', '.join(keys)})"
+            else:
+                found.add(uri)
+        problems = tuple(IntegrityProblem(key=key, problem=why) for key, why in sorted(self.problems.items()))
+        return ValidationResult(
+            backend=self.backend, miner_hotkey=self.miner, found=frozenset(found), rejected=rejected,
+            requests=self.store.meter.requests, bytes_read=self.store.meter.bytes_read,
+            objects_scanned=self.opened, problems=problems, rows=tuple(sorted(self.rows, key=lambda r: r.uri)),
+        )
+
+
+def _text(value: object) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _row(table: pa.Table, index: int) -> dict[str, Any]:
+    return {name: table.column(name)[index].as_py() for name in table.column_names}
+
+
+def check_claims(store: ObjectStore, backend: str, miner_hotkey: str, uris: Sequence[str],
+                 settings: CheckSettings | None = None) -> ValidationResult:
+    """Which of ``uris`` miner ``miner_hotkey`` holds on ``store``, checked as the module docstring says.
+
+    Raises whatever the store raises for its own failures (the backend could not answer).
+    """
+    check = _Check(store, backend, miner_hotkey, uris, settings or CheckSettings())
+    candidates = check.candidates()
+    with ThreadPoolExecutor(max(1, check.settings.concurrency), thread_name_prefix=f"{backend}-check") as pool:
+        opened = [item for item in pool.map(lambda item: check.open(*item), candidates) if item is not None]
+        check.opened = len(opened)
+        width = max(1, check.settings.concurrency)
+        for start in range(0, len(opened), width):
+            sought = frozenset(uri for uri in check.claimed if check.still_sought(uri))
+            if not sought:
+                break
+            list(pool.map(lambda item: check.search(item, sought), opened[start : start + width]))
+        check.full_row_checks()
+    result = check.result()
+    log.info("%s: %s holds %d of %d URIs (%d rejected; %d objects opened, %d requests, %d bytes, %d problems)",
+             backend, miner_hotkey, len(result.found), len(check.claimed), len(result.rejected),
+             result.objects_scanned, result.requests, result.bytes_read, len(result.problems))
+    return result
