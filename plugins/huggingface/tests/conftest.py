@@ -23,9 +23,13 @@ import attrs  # noqa: E402
 import pytest  # noqa: E402
 from huggingface_hub import constants  # noqa: E402
 
+from huggingface_hub import CommitOperationAdd, HfApi  # noqa: E402
+
 from storage_core.chain.keys import keypair_from_uri  # noqa: E402
-from storage_core.values import BackendContext  # noqa: E402
-from storage_core_huggingface.identity import repo_id_for  # noqa: E402
+from storage_core.values import BackendContext, ValidationResult  # noqa: E402
+from storage_core.verify.check import CheckSettings, check_claims  # noqa: E402
+from storage_core_huggingface import plugin  # noqa: E402
+from storage_core_huggingface.identity import MANIFEST_PATH, SIGNATURE_PATH, repo_id_for, signed_manifest  # noqa: E402
 from storage_core_huggingface.testing.hub_server import DevHub, RunningHub, start_hub  # noqa: E402
 
 # In case huggingface_hub was imported before this conftest (another plugin), force the same settings.
@@ -77,9 +81,31 @@ class HfWorld:
         return BackendContext(backend_id="huggingface", options=self.options(signer, **overrides),
                               hotkey=signer.ss58_address, signer=signer, netuid=13)
 
+    def check(self, miner_hotkey: str, uris: list[str] | tuple[str, ...], full_checks: int = 5,
+              **overrides: Any) -> ValidationResult:
+        """The core's check of ``uris`` against the miner's repo, read as the validator (raises if the Hub fails)."""
+        store = plugin.storage_reader(self.context(self.validator, **overrides), miner_hotkey)
+        settings = CheckSettings(seed="hf-tests", full_checks=full_checks)
+        try:
+            return check_claims(store, "huggingface", miner_hotkey, list(uris), settings)
+        finally:
+            store.close()
+
+    def put_raw(self, key: str, data: bytes, signer: Any = None) -> None:
+        """Commit ``data`` at path ``key`` of the signer's repo (miner 0 by default) with its own token, as a
+        miner could without the uploader; the repo gets the miner's signed manifest, as a miner's repo has."""
+        signer = signer or self.miners[0]
+        repo = self.repo_of(signer)
+        api = HfApi(endpoint=self.running.url, token=self.tokens[signer.ss58_address])
+        api.create_repo(repo, repo_type="dataset", exist_ok=True)
+        manifest, signature = signed_manifest(signer, repo)
+        api.create_commit(repo, [CommitOperationAdd(key, data), CommitOperationAdd(MANIFEST_PATH, manifest),
+                                 CommitOperationAdd(SIGNATURE_PATH, signature)],
+                          commit_message=f"raw {key}", repo_type="dataset")
+
 
 @pytest.fixture
-def hf_world(dev_hub: RunningHub) -> HfWorld:
+def hf_world(dev_hub: RunningHub) -> Iterator[HfWorld]:
     index = next(_namespaces)
     namespace = f"sn13-test{index}"
     miners = (keypair("miner-a"), keypair("miner-b"))
@@ -95,7 +121,8 @@ def hf_world(dev_hub: RunningHub) -> HfWorld:
     dev_hub.hub.add_token(f"hf_validator_t{index}", f"validator-t{index}", write=False)
     tokens[validator.ss58_address] = f"hf_validator_t{index}"
     dev_hub.hub.add_org(namespace, members)
-    return HfWorld(running=dev_hub, namespace=namespace, miners=miners, validator=validator, tokens=tokens)
+    yield HfWorld(running=dev_hub, namespace=namespace, miners=miners, validator=validator, tokens=tokens)
+    dev_hub.hub.clear_failures()  # injected failures and headers never leak into the next test
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -17,4 +17,5 @@ class TestHuggingFaceConformance(BackendConformance):
             miners=hf_world.miners,
             validator=hf_world.validator,
             context_for=hf_world.context,
+            put_raw=hf_world.put_raw,  # a commit of raw bytes at path = key into miner 0's own repo
         )

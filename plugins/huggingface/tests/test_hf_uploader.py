@@ -10,7 +10,7 @@ from huggingface_hub.errors import HfHubHTTPError
 from storage_core.errors import BackendError, InvalidBatchError
 from storage_core.layout import key_for
 from storage_core.testing.data import make_batch, uris_of
-from storage_core_huggingface import checker, uploader
+from storage_core_huggingface import uploader
 from storage_core_huggingface.identity import MANIFEST_PATH, SIGNATURE_PATH
 from storage_core_huggingface.retry import Backoff
 
@@ -67,8 +67,7 @@ def test_a_429_storm_ends_in_one_successful_commit_honouring_retry_after(hf_worl
     assert sleep.waits == [7.0, 7.0, 7.0]
     assert hf_world.hub.commit_count(repo) == 1
     assert receipt.revision == hf_world.hub.commits(repo)[0]["id"]
-    found = checker.validate(hf_world.context(hf_world.validator), miner.ss58_address, tuple(uris_of(batch)))
-    assert found.found == frozenset(uris_of(batch))
+    assert hf_world.check(miner.ss58_address, uris_of(batch)).found == frozenset(uris_of(batch))
 
 
 def test_server_errors_back_off_exponentially_and_give_up_with_a_clear_error(hf_world, tmp_path):

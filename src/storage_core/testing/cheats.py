@@ -152,6 +152,22 @@ def no_statistics_many_groups(hotkey: str, table: pa.Table) -> Planted:
     return planted(hotkey, table, data, "one-row row groups without statistics")
 
 
+def corrupt_content_pages(hotkey: str, table: pa.Table) -> Planted:
+    """The ``uri`` column reads fine; the pages of the text columns do not decode (named by the new bytes)."""
+    data = bytearray(parquet_bytes(table))
+    metadata = pq.read_metadata(pa.BufferReader(bytes(data)))
+    paths = [metadata.schema.column(i).path for i in range(metadata.num_columns)]
+    for group in range(metadata.num_row_groups):
+        for name in ("text", "body"):
+            if name not in paths:
+                continue
+            chunk = metadata.row_group(group).column(paths.index(name))
+            start = chunk.dictionary_page_offset or chunk.data_page_offset
+            for offset in range(start + 24, start + chunk.total_compressed_size - 4, 7):  # past the page header
+                data[offset] ^= 0xA5
+    return planted(hotkey, table, bytes(data), "content pages that do not decode")
+
+
 def damaged(planted_file: Planted) -> Planted:
     """An honest file with bytes flipped in the middle of its data pages (name kept: the store's copy rots)."""
     data = bytearray(planted_file.data)

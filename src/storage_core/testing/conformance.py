@@ -58,7 +58,7 @@ class BackendHarness:
     """Calls one plugin's hooks through the production registry and dispatcher."""
 
     def __init__(self, target: ConformanceTarget) -> None:
-        from storage_core.config import BackendConfig, StorageConfig
+        from storage_core.config import parse_config
         from storage_core.dispatch import Dispatcher
         from storage_core.plugins import PluginRegistry
 
@@ -66,8 +66,8 @@ class BackendHarness:
         self.registry = PluginRegistry(points=[], environ={})
         record = self.registry.register(target.backend_id, target.plugin)
         assert record.status == "loaded", f"the plugin did not load: {record.reason}"
-        config = StorageConfig(backends={target.backend_id: BackendConfig(enabled=True, rollout_percent=100)},
-                               validation_policy="all", fallback_order=(target.backend_id,))
+        config = parse_config({"backends": {target.backend_id: {"enabled": True, "rollout_percent": 100}},
+                               "validation_policy": "all", "fallback_order": [target.backend_id]})
         self.dispatcher = Dispatcher(self.registry, config, lambda _backend: target.context_for(target.validator),
                                      timeout_s=300)
 

@@ -37,7 +37,7 @@ import pyarrow.compute as pc
 
 from storage_core.layout import ObjectName, parse_key
 from storage_core.values import IntegrityProblem, StoredRow, ValidationResult
-from storage_core.verify.footer import Limits, OpenedFile, RowGroup, open_object, read_columns
+from storage_core.verify.footer import Limits, OpenedFile, RowGroup, miner_bytes, open_object, read_columns
 from storage_core.verify.rows import FUTURE_SKEW, MAX_CONTENT_BYTES, Reference, RowRules, reference_problem, \
     row_problem, source_of_uri
 from storage_core.verify.store import ListedObject, ObjectError, ObjectStore
@@ -123,7 +123,8 @@ class _Check:
     def open(self, listed: ListedObject, name: ObjectName) -> OpenedFile | None:
         try:
             opened = open_object(self.store, listed, name, self.settings.limits)
-            self._check_partition(opened)
+            with miner_bytes(listed.key, "footer statistics"):
+                self._check_partition(opened)
             return opened
         except ObjectError as error:
             self.problems[listed.key] = error.problem
@@ -167,7 +168,8 @@ class _Check:
         hits: list[tuple[str, _Occurrence]] = []
         try:
             for group in groups:
-                column = read_columns(opened, group, ["uri"]).column("uri").to_pylist()
+                with miner_bytes(opened.key, f"row group {group.index} uri values"):
+                    column = read_columns(opened, group, ["uri"]).column("uri").to_pylist()
                 for row, value in enumerate(column):
                     if value in sought:
                         hits.append((value, _Occurrence(opened, group, row)))
@@ -195,12 +197,13 @@ class _Check:
             opened, group = items[0][1].file, items[0][1].group
             try:
                 table = read_columns(opened, group, None)
-                self._check_datetime_statistics(opened, group, table)
+                with miner_bytes(opened.key, "row values"):
+                    self._check_datetime_statistics(opened, group, table)
+                    rows = {uri: _row(table, occurrence.row) for uri, occurrence in items}
             except ObjectError as error:
                 self.problems[opened.key] = error.problem
                 continue
-            for uri, occurrence in items:
-                row = _row(table, occurrence.row)
+            for uri, row in rows.items():
                 problem = row_problem(row, uri, opened.name, self.rules) or reference_problem(
                     row, truth.get(uri), opened.name.source)
                 self.rows.append(StoredRow(uri=uri, key=opened.key, values=row, problem=problem))

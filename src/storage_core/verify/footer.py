@@ -8,13 +8,15 @@ it), never "could not validate". Every refusal is an ``ObjectError`` naming the 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import attrs
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from storage_core.errors import BackendError
 from storage_core.layout import ObjectName
 from storage_core.schema import METADATA_SOURCE_KEY, schema_problem
 from storage_core.verify.rangefile import RangeFile
@@ -22,6 +24,25 @@ from storage_core.verify.store import ListedObject, ObjectError, ObjectStore
 
 #: Bytes read from an object's end in the first request: storage-core footers are a few KiB.
 TAIL_READ_BYTES = 16 * 1024
+
+
+#: What decoding a miner's bytes can raise: pyarrow's errors, and plain Python ones for malformed values.
+DECODE_ERRORS = (pa.ArrowException, OSError, ValueError, EOFError, IndexError, OverflowError, TypeError)
+
+
+@contextmanager
+def miner_bytes(key: str, what: str) -> Iterator[None]:
+    """Turn a failure to decode what the miner stored into that object's ``ObjectError``.
+
+    A store's own failure (``BackendError``) passes through untouched, even when pyarrow raised it from
+    inside a read: it is the backend that could not answer, not the miner's file that is bad.
+    """
+    try:
+        yield
+    except (BackendError, ObjectError):
+        raise
+    except DECODE_ERRORS as error:  # UnicodeDecodeError is a ValueError
+        raise ObjectError(key, f"{what}: {type(error).__name__}: {error}") from None
 
 
 @attrs.frozen
@@ -73,19 +94,17 @@ def open_object(store: ObjectStore, listed: ListedObject, name: ObjectName, limi
         raise ObjectError(key, f"object is {tail.size} bytes but was listed with {listed.size}")
     _check_checksum(store, listed, name, tail.sha256 or listed.sha256)
     data = _complete_tail(store, key, listed.size, tail.data, limits)
-    try:
+    with miner_bytes(key, "unreadable parquet footer"):
         metadata = pq.read_metadata(pa.BufferReader(b"PAR1" + data[-(int.from_bytes(data[-8:-4], "little") + 8):]))
         parquet = pq.ParquetFile(RangeFile(store, key, listed.size, data), metadata=metadata, pre_buffer=False)
         schema = parquet.schema_arrow
-    except (pa.ArrowException, OSError, ValueError) as error:
-        raise ObjectError(key, f"unreadable parquet footer: {error}") from None
-    problem = schema_problem(schema)
-    if problem:
-        raise ObjectError(key, f"schema: {problem}")
-    declared = (schema.metadata or {}).get(METADATA_SOURCE_KEY, b"").decode("utf-8", "replace")
-    if declared != name.source:
-        raise ObjectError(key, f"file holds source {declared!r} but is stored under source={name.source}")
-    return OpenedFile(listed, name, parquet, _row_groups(key, metadata, listed.size, limits))
+        problem = schema_problem(schema)
+        if problem:
+            raise ObjectError(key, f"schema: {problem}")
+        declared = (schema.metadata or {}).get(METADATA_SOURCE_KEY, b"").decode("utf-8", "replace")
+        if declared != name.source:
+            raise ObjectError(key, f"file holds source {declared!r} but is stored under source={name.source}")
+        return OpenedFile(listed, name, parquet, _row_groups(key, metadata, listed.size, limits))
 
 
 def _check_checksum(store: ObjectStore, listed: ListedObject, name: ObjectName, recorded: str | None) -> None:
@@ -118,7 +137,8 @@ def _complete_tail(store: ObjectStore, key: str, size: int, tail: bytes, limits:
 
 
 def _text(value: object) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    """A string statistic as text; bytes that are not UTF-8 make the footer invalid (``miner_bytes``)."""
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
 def _row_groups(key: str, metadata: pq.FileMetaData, size: int, limits: Limits) -> tuple[RowGroup, ...]:
@@ -151,7 +171,7 @@ def _row_groups(key: str, metadata: pq.FileMetaData, size: int, limits: Limits) 
             raise ObjectError(key, f"row group {index} has no uri statistics: cannot be checked within bounded work")
         if statistics.has_null_count and statistics.null_count:
             raise ObjectError(key, f"row group {index} has {statistics.null_count} rows without a uri")
-        groups.append(RowGroup(index, rows, _text(statistics.min), _text(statistics.max)))
+        groups.append(RowGroup(index, rows, _text(statistics.min_raw), _text(statistics.max_raw)))
     if sum(group.rows for group in groups) != metadata.num_rows:
         raise ObjectError(key, f"footer claims {metadata.num_rows} rows but its row groups hold "
                                f"{sum(group.rows for group in groups)}: lying footer")
@@ -161,11 +181,9 @@ def _row_groups(key: str, metadata: pq.FileMetaData, size: int, limits: Limits) 
 def read_columns(opened: OpenedFile, group: RowGroup, columns: Sequence[str] | None) -> pa.Table:
     """Columns of one row group, checked against the footer: its row count and its ``uri`` statistics."""
     key = opened.key
-    try:
+    with miner_bytes(key, f"row group {group.index} does not decode"):
         table = opened.parquet.read_row_group(group.index, columns=list(columns) if columns else None,
                                               use_threads=False)
-    except (pa.ArrowException, OSError, ValueError, EOFError) as error:
-        raise ObjectError(key, f"row group {group.index} does not decode: {error}") from None
     if table.num_rows != group.rows:
         raise ObjectError(key, f"row group {group.index} decodes to {table.num_rows} rows, footer says {group.rows}")
     uris = table.column("uri")

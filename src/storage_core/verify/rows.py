@@ -61,7 +61,7 @@ def _blank(value: Any) -> bool:
 def _is_fernet_text(value: str) -> bool:
     """Whether ``value`` is ``urlsafe_b64encode(Fernet token)``, the subnet's encoded-field form."""
     try:
-        token = base64.urlsafe_b64decode(base64.urlsafe_b64decode(value.encode("ascii"), validate=False))
+        token = base64.urlsafe_b64decode(base64.urlsafe_b64decode(value.encode("ascii")))
     except (binascii.Error, ValueError, UnicodeEncodeError):
         return False
     return len(token) >= 73 and token[0] == 0x80 and (len(token) - 57) % 16 == 0

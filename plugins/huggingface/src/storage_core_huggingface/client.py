@@ -14,10 +14,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import attrs
 from huggingface_hub import HfApi, HfFileSystem, constants
 from huggingface_hub.utils import get_session
 
+from storage_core.verify.store import Meter
 from storage_core_huggingface.options import HfOptions
 
 logger = logging.getLogger(__name__)
@@ -42,18 +42,6 @@ def hf_filesystem(options: HfOptions) -> HfFileSystem:
     return HfFileSystem(endpoint=options.endpoint, token=options.token, skip_instance_cache=True)
 
 
-@attrs.define
-class Meter:
-    """HTTP requests and response body bytes made by one thread while the meter is active."""
-
-    requests: int = 0
-    bytes_read: int = 0
-
-    def add(self, other: Meter) -> None:
-        self.requests += other.requests
-        self.bytes_read += other.bytes_read
-
-
 _active = threading.local()
 _hooked_clients: set[int] = set()
 _hook_lock = threading.Lock()
@@ -63,9 +51,8 @@ def _on_response(response: Any) -> None:
     meter: Meter | None = getattr(_active, "meter", None)
     if meter is None:
         return
-    meter.requests += 1
-    if response.request.method != "HEAD":
-        meter.bytes_read += int(response.headers.get("content-length") or 0)
+    size = 0 if response.request.method == "HEAD" else int(response.headers.get("content-length") or 0)
+    meter.add(requests=1, bytes_read=size)
 
 
 def _install_hook() -> None:
@@ -80,10 +67,13 @@ def _install_hook() -> None:
 
 
 @contextmanager
-def metered() -> Iterator[Meter]:
-    """Count the requests (and bytes, from Content-Length) the current thread makes through huggingface_hub."""
+def metered(meter: Meter) -> Iterator[Meter]:
+    """Count into ``meter`` the requests (and bytes, from Content-Length) this thread makes through huggingface_hub.
+
+    Every response counts, redirects and error answers included, so the meter agrees with the server's own
+    counters. ``meter`` is thread-safe: the threads reading one repo share it.
+    """
     _install_hook()
-    meter = Meter()
     previous = getattr(_active, "meter", None)
     _active.meter = meter
     try:

@@ -4,7 +4,7 @@ The repo id is derived, never claimed: ``{namespace}/{repo_prefix}-{hotkey}``, w
 ``repo_prefix`` from the chain config. A validator computes it from the hotkey alone, so a miner cannot
 point validators at another miner's repo. Write access is enforced by the Hub (each miner's token is
 scoped to its own repo); in addition each repo holds a manifest naming the repo and the hotkey, signed
-by that hotkey, which the checker verifies before counting anything in the repo.
+by that hotkey, which the store (checker.HfStore) verifies before serving any byte of the repo.
 """
 
 from __future__ import annotations

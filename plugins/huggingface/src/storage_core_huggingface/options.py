@@ -22,10 +22,11 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
     OptionSpec("repo_prefix", default="sn13", description="repo name = '{repo_prefix}-{hotkey}'"),
     OptionSpec("token", secret=True, description="HF access token; default: HF_TOKEN or the saved token file"),
     OptionSpec("private", type="bool", default=False, description="create miner repos as private datasets"),
-    OptionSpec("read_concurrency", type="int", default=8, description="files the checker reads at once"),
+    OptionSpec("read_concurrency", type="int", default=8, description="range requests in flight at once per repo"),
     OptionSpec("max_attempts", type="int", default=6, description="tries per Hub call on 429/5xx/network errors"),
     OptionSpec("backoff_base_s", type="float", default=1.0, description="first back-off wait when no Retry-After"),
     OptionSpec("backoff_max_s", type="float", default=120.0, description="longest single back-off wait"),
+    OptionSpec("timeout_s", type="float", default=60.0, description="time limit of one read request to the Hub"),
 )
 
 
@@ -60,6 +61,7 @@ class HfOptions:
     max_attempts: int = 6
     backoff_base_s: float = 1.0
     backoff_max_s: float = 120.0
+    timeout_s: float = 60.0
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, Any]) -> HfOptions:
@@ -89,6 +91,7 @@ class HfOptions:
             max_attempts=_number("max_attempts", options.get("max_attempts", 6), int, 1),
             backoff_base_s=_number("backoff_base_s", options.get("backoff_base_s", 1.0), float, 0.0),
             backoff_max_s=_number("backoff_max_s", options.get("backoff_max_s", 120.0), float, 0.0),
+            timeout_s=_number("timeout_s", options.get("timeout_s", 60.0), float, 0.1),
         )
 
     @property

@@ -7,7 +7,7 @@ from importlib.metadata import version
 from huggingface_hub.errors import HfHubHTTPError
 
 from storage_core import PLUGIN_API_VERSION, BackendDescriptor, HealthStatus, hookimpl
-from storage_core.values import BackendContext, StoredUsage, UploadBatch, UploadReceipt, ValidationResult
+from storage_core.values import BackendContext, StoredUsage, UploadBatch, UploadReceipt
 from storage_core_huggingface import checker, uploader
 from storage_core_huggingface.client import hf_api
 from storage_core_huggingface.options import OPTION_SPECS, HfOptions
@@ -38,15 +38,15 @@ def storage_upload(context: BackendContext, batch: UploadBatch) -> UploadReceipt
 
 
 @hookimpl
-def storage_validate(context: BackendContext, miner_hotkey: str, uris: tuple[str, ...]) -> ValidationResult:
-    """Check ``uris`` against the miner's repo with range reads."""
-    return checker.validate(context, miner_hotkey, uris)
+def storage_reader(context: BackendContext, miner_hotkey: str) -> checker.HfStore:
+    """The miner's repo (derived from its hotkey) for the core's checks: a listing and range reads."""
+    return checker.HfStore(HfOptions.from_mapping(context.options), miner_hotkey)
 
 
 @hookimpl
 def storage_usage(context: BackendContext, miner_hotkey: str) -> StoredUsage:
     """Count the parquet files and bytes in the miner's repo from its tree listing."""
-    objects, size = checker.usage(context, miner_hotkey)
+    objects, size = checker.usage(HfOptions.from_mapping(context.options), miner_hotkey)
     return StoredUsage(backend=BACKEND_ID, miner_hotkey=miner_hotkey, objects=objects, bytes=size)
 
 

@@ -44,8 +44,8 @@ def backend_error(action: str, repo_id: str, error: Exception) -> BackendError:
         hint = "the repo does not exist or the token cannot see it"
     else:
         hint = str(error).splitlines()[0] if str(error) else type(error).__name__
-    retryable = is_retryable(error)
-    return BackendError(f"huggingface: {action} {repo_id} failed (HTTP {status}): {hint}", retryable=retryable)
+    answer = f"HTTP {status}" if status is not None else type(error).__name__
+    return BackendError(f"huggingface: {action} {repo_id} failed ({answer}): {hint}", retryable=is_retryable(error))
 
 
 def remote_files(api: HfApi, repo_id: str, backoff: Backoff) -> dict[str, Any]:

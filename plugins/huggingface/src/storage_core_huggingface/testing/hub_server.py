@@ -134,6 +134,7 @@ class DevHub:
         self.stats = HubStats()
         self._lock = threading.RLock()
         self._failures: list[_FailurePlan] = []
+        self._extra_headers: list[tuple[str, dict[str, str]]] = []
         self._upload_tickets: dict[str, tuple[str, str, int]] = {}  # ticket -> (repo_id, oid, size)
 
     # ----- administration (used by tests) -------------------------------------------------------------
@@ -151,9 +152,19 @@ class DevHub:
             self._failures.append(_FailurePlan(count, status, retry_after, match))
 
     def clear_failures(self) -> None:
-        """Forget every pending injected failure."""
+        """Forget every pending injected failure and extra header."""
         with self._lock:
             self._failures.clear()
+            self._extra_headers.clear()
+
+    def serve_headers(self, match: str, headers: Mapping[str, str]) -> None:
+        """Add ``headers`` to every file download whose path contains ``match`` (odd answers a CDN could give)."""
+        with self._lock:
+            self._extra_headers.append((match, dict(headers)))
+
+    def extra_headers(self, path: str) -> dict[str, str]:
+        with self._lock:
+            return {k: v for match, headers in self._extra_headers if match in path for k, v in headers.items()}
 
     def commits(self, repo_id: str) -> list[dict[str, Any]]:
         """The commit history of a repo, newest first (empty when the repo does not exist)."""
@@ -581,6 +592,7 @@ def create_app(hub: DevHub) -> Any:
             headers["Content-Range"] = f"bytes {start}-{end}/{size}"
         length = max(0, end - start + 1)
         headers["Content-Length"] = str(length)
+        headers.update(hub.extra_headers(request.url.path))
         if request.method == "HEAD":
             return Response(status_code=status, headers=headers)
         with open(blob, "rb") as handle:
