@@ -34,7 +34,8 @@ from storage_core.chain.keys import keypair_from_uri  # noqa: E402
 from storage_core.layout import key_for  # noqa: E402
 from storage_core.testing.data import make_batch  # noqa: E402
 from storage_core.values import BackendContext  # noqa: E402
-from storage_core_huggingface import checker, uploader  # noqa: E402
+from storage_core.verify import CheckSettings, check_claims  # noqa: E402
+from storage_core_huggingface import plugin, uploader  # noqa: E402
 from storage_core_huggingface.identity import repo_id_for  # noqa: E402
 from storage_core_huggingface.testing.hub_server import DevHub, start_hub  # noqa: E402
 
@@ -63,7 +64,11 @@ def run(quick: bool = False) -> list[dict]:
             uploader.upload(context(miner, "miner-token"), batch)
             sample, holder_size = sample_uris(batch, sample_size, seed=7)
             hub.stats.reset()
-            outcome = checker.validate(context(validator, "validator-token"), miner.ss58_address, tuple(sample))
+            store = plugin.storage_reader(context(validator, "validator-token"), miner.ss58_address)
+            try:  # the core's check, through the plugin's store, as the dispatcher runs it
+                outcome = check_claims(store, "huggingface", miner.ss58_address, sample, CheckSettings(seed="bench"))
+            finally:
+                store.close()
             served = hub.stats.bytes_sent
             if outcome.found != frozenset(sample):
                 raise RuntimeError(f"checker found {len(outcome.found)} of {len(sample)} URIs")

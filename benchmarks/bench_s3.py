@@ -39,8 +39,9 @@ from storage_core.chain.keys import keypair_from_uri  # noqa: E402
 from storage_core.chunks import verify_batch, write_chunk  # noqa: E402
 from storage_core.schema import schema_for  # noqa: E402
 from storage_core.testing.data import make_batch  # noqa: E402
-from storage_core.values import StagedFile, UploadBatch  # noqa: E402
-from storage_core_s3.checker import Checker  # noqa: E402
+from storage_core.values import BackendContext, StagedFile, UploadBatch  # noqa: E402
+from storage_core.verify import CheckSettings, check_claims  # noqa: E402
+from storage_core_s3 import plugin  # noqa: E402
 from storage_core_s3.options import S3Options  # noqa: E402
 from storage_core_s3.testing import GrantServiceProcess, SeaweedFS  # noqa: E402
 from storage_core_s3.uploader import Uploader  # noqa: E402
@@ -134,16 +135,24 @@ def _checker_benchmark(service: GrantServiceProcess, bucket: str, miner, validat
     with Uploader(options, miner) as uploader:
         uploader.upload_batch(batch)
     sample, holder_size = sample_uris(batch, sample_size, seed=13)
-    with Checker(options, validator) as checker:
-        outcome = checker.validate(miner.ss58_address, tuple(sample))
+    context = BackendContext(backend_id="s3", options={"bucket": bucket, "grant_url": service.url},
+                             hotkey=validator.ss58_address, signer=validator)
+
+    def check(uris: list[str]):  # the core's check through the plugin's store, as the dispatcher runs it
+        store = plugin.storage_reader(context, miner.ss58_address)
+        try:
+            return check_claims(store, "s3", miner.ss58_address, uris, CheckSettings(seed="bench"))
+        finally:
+            store.close()
+
+    outcome = check(sample)
     if outcome.found != frozenset(sample) or outcome.problems:
         raise RuntimeError(f"checker found {len(outcome.found)} of {len(sample)} URIs, problems {outcome.problems}")
     per_uri = outcome.bytes_read / len(sample)
     naive_per_uri = sum(holder_size.values()) / len(sample)
     label = f"{files} files x {rows_per_file} rows, {len(sample)} URIs"
     single = sample[0]
-    with Checker(options, validator) as checker:
-        one = checker.validate(miner.ss58_address, (single,))
+    one = check([single])
     return [
         result(f"s3 checker bytes per validated URI ({label})", per_uri, "bytes/URI",
                "download the whole file holding each URI", naive_per_uri, higher_is_better=False),

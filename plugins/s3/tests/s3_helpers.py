@@ -1,7 +1,9 @@
-"""Helpers of the S3 plugin's tests: raw signed requests and chunk files."""
+"""Helpers of the S3 plugin's tests: raw signed requests, chunk files, and validation through the core."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import time
@@ -15,7 +17,29 @@ import pyarrow as pa
 from storage_core.chain.http_auth import sign_request
 from storage_core.chunks import write_chunk
 from storage_core.schema import schema_for
-from storage_core.values import StagedFile
+from storage_core.testing.data import recent_day
+from storage_core.values import BackendContext, StagedFile, ValidationResult
+from storage_core.verify import CheckSettings, check_claims
+from storage_core_s3 import plugin
+
+
+def validate(context: BackendContext, miner_hotkey: str, uris: Any, **settings: Any) -> ValidationResult:
+    """What the dispatcher does for one backend: the plugin's store, the core's checks, the store closed after."""
+    store = plugin.storage_reader(context, miner_hotkey)
+    try:
+        return check_claims(store, "s3", miner_hotkey, tuple(uris), CheckSettings(**settings))
+    finally:
+        store.close()
+
+
+def admin_put(deployment: Any, key: str, data: bytes, *, sha256: str | None = None, checksum: bool = True,
+              **extra: Any) -> None:
+    """Write an object as the bucket's admin: raw bytes under any key and headers, as a hostile miner's could be."""
+    if sha256 is not None:
+        extra["Metadata"] = {"sha256": sha256}
+    if checksum:
+        extra["ChecksumSHA256"] = base64.b64encode(hashlib.sha256(data).digest()).decode()
+    deployment.seaweed.admin.put_object(Bucket=deployment.bucket, Key=key, Body=data, **extra)
 
 
 def signed_post(base_url: str, path: str, payload: Any, signer: Any, receiver: str, *,
@@ -39,7 +63,8 @@ def post_upload(grant: dict[str, Any], content: bytes, fields: dict[str, str] | 
 def big_chunk(directory: Path, megabytes: float, seed: int = 0, source: str = "x") -> StagedFile:
     """A valid chunk of about ``megabytes`` MB of random hex text (for multipart paths; sized for zstd)."""
     rows = max(1, int(megabytes * 1024 * 1024 / 1150))
-    day = datetime(2026, 11, 20, tzinfo=UTC)
+    yesterday = recent_day()
+    day = datetime(yesterday.year, yesterday.month, yesterday.day, tzinfo=UTC)
     times = [day + timedelta(seconds=i % 86_000) for i in range(rows)]
     uris = [f"https://x.com/big{seed}/status/{i:012d}" for i in range(rows)]
     texts = [os.urandom(1024).hex() for _ in range(rows)]

@@ -19,6 +19,6 @@ def test_validate_miner_data_from_a_guide_config(shared, keys, staging) -> None:
     storage = S3ValidatorStorage(config, keys["validator"])
     uris = uris_of(batch)[:5]
     result = storage.validate_miner_data(miner.ss58_address, uris + ["https://x.com/absent/status/1"])
-    assert result.found == frozenset(uris)
+    assert result.found == frozenset(uris) and result.rows
     assert S3ValidatorStorage(options, keys["validator"]).validate_miner_data(keys["miner1"].ss58_address,
                                                                               uris).found == frozenset()

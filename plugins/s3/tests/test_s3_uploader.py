@@ -17,7 +17,7 @@ from storage_core.values import UploadBatch
 from storage_core_s3 import plugin
 from storage_core_s3.client import Backoff
 from storage_core_s3.options import S3Options
-from s3_helpers import big_chunk
+from s3_helpers import big_chunk, validate
 
 
 def test_large_file_goes_up_in_parts_and_round_trips(fresh, keys, staging) -> None:
@@ -33,7 +33,7 @@ def test_large_file_goes_up_in_parts_and_round_trips(fresh, keys, staging) -> No
     assert body["Body"].read() == staged.path.read_bytes()
     again = plugin.storage_upload(context, batch)
     assert again.objects[0].already_present
-    found = plugin.storage_validate(fresh.context(keys["validator"]), miner.ss58_address,
+    found = validate(fresh.context(keys["validator"]), miner.ss58_address,
                                     ("https://x.com/big701/status/000000000007",))
     assert len(found.found) == 1
 
@@ -115,7 +115,7 @@ def test_concurrent_uploads_of_many_files(shared, keys, staging) -> None:
     receipt = plugin.storage_upload(shared.context(miner, concurrency=6), batch)
     assert [o.sha256 for o in receipt.objects] == [f.sha256 for f in batch.files]
     assert all(o.etag for o in receipt.objects)
-    result = plugin.storage_validate(shared.context(keys["validator"], concurrency=6), miner.ss58_address, tuple(uris_of(batch)))
+    result = validate(shared.context(keys["validator"], concurrency=6), miner.ss58_address, tuple(uris_of(batch)))
     assert len(result.found) == 2_000
 
 

@@ -1,56 +1,47 @@
-"""The validator side: which of these URIs does miner M hold? Answered with range reads, never whole files.
+"""The validator side of S3: one miner's prefix as an ``ObjectStore`` for the core's checks. Transport only.
 
-For each page of the miner's prefix the checker gets a fresh read grant (signed with the validator's
-hotkey): a presigned listing URL for the page and presigned GETs for the keys of the page before. For
-each object it reads the tail of the file in one range request (the parquet footer, plus the object's
-recorded sha256 from the response headers), checks name, checksum and schema, prunes row groups whose
-``uri`` min/max statistics cannot hold a wanted URI, and reads only the ``uri`` column chunks of the rest.
-It stops as soon as every asked URI is found. Objects outside the miner's prefix are never counted;
-objects that fail their checksum or schema are reported as problems and their URIs do not count.
+What the objects prove (names, checksums, footers, schema, rows) is decided by ``storage_core.verify``;
+this module lists and reads bytes. For each listing page it gets a fresh read grant signed with the
+validator's hotkey: a presigned ListObjectsV2 URL for the page and presigned GETs for the objects of the
+page before, renewed when they expire. Every read is one ranged GET of RAW stored bytes: a miner can store
+an object with ``Content-Encoding: gzip`` (or any other header), and a reader that decodes would either
+see other bytes than the store verified or fail on the whole validation. So:
+
+* ``ObjectError`` (that object's claims are invalid, the check goes on): a 404 or 416 after listing, a
+  ``Content-Encoding`` other than identity, a ``Content-Range`` other than the one asked for, a short or
+  long body, an unparsable header, any other 4xx.
+* ``TransferError`` (a ``BackendError``: "could not validate"): connection errors, time-outs, 5xx and
+  throttling after retries, grant-service failures, redirects, and a 403 that persists on a fresh grant.
 """
 
 from __future__ import annotations
 
-import bisect
-import functools
-import hashlib
-import io
 import logging
 import re
 import threading
 import time
 import xml.etree.ElementTree as ElementTree
-from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import attrs
 import httpx
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from storage_core.footers import implausible_footer
-from storage_core.layout import NAME_HASH_CHARS, check_hotkey, miner_prefix
-from storage_core.schema import METADATA_SOURCE_KEY, schema_problem
-from storage_core.values import IntegrityProblem, ValidationResult
+from storage_core.layout import miner_prefix, parse_key
+from storage_core.verify.store import ListedObject, Meter, ObjectError, ObjectTail
 from storage_core_s3 import protocol
+from storage_core_s3.checksums import b64_to_hex
 from storage_core_s3.client import Backoff, Counters, GrantClient, TransferError, make_http_client, s3_error
-from storage_core_s3.grants import b64_to_hex
 from storage_core_s3.options import S3Options
 
 log = logging.getLogger(__name__)
 BACKEND_ID = "s3"
-FOOTER_READ_SIZE = 16 * 1024  # parquet footers of storage-core chunks are a few KiB
-MAX_FOOTER_SIZE = 16 * 1024 * 1024
-_HASH_BLOCK = 1024 * 1024
-
-
-@attrs.frozen
-class ListedObject:
-    key: str
-    size: int
-    etag: str | None = None
+#: A ListObjectsV2 page of 1000 keys is a few hundred KB; more is not a listing.
+MAX_LISTING_BYTES = 16 * 1024 * 1024
+_ERROR_BODY_BYTES = 4096
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 @attrs.frozen
@@ -60,7 +51,7 @@ class ListPage:
 
 
 def parse_list_page(body: bytes) -> ListPage:
-    """Parse a ListObjectsV2 answer (namespace-agnostic)."""
+    """Parse a ListObjectsV2 answer (namespace-agnostic); a malformed one is the store's failure."""
     try:
         root = ElementTree.fromstring(body)
     except ElementTree.ParseError as error:
@@ -75,7 +66,10 @@ def parse_list_page(body: bytes) -> ListPage:
         name = local(child.tag)
         if name == "Contents":
             fields = {local(item.tag): (item.text or "") for item in child}
-            objects.append(ListedObject(fields.get("Key", ""), int(fields.get("Size") or 0), fields.get("ETag", "").strip('"') or None))
+            size = fields.get("Size", "").strip()
+            if not size.isdigit():
+                raise TransferError(f"the listing gives {fields.get('Key')!r} the size {size!r}", retryable=False)
+            objects.append(ListedObject(fields.get("Key", ""), int(size)))
         elif name == "IsTruncated":
             truncated = (child.text or "").strip().lower() == "true"
         elif name == "NextContinuationToken":
@@ -85,436 +79,239 @@ def parse_list_page(body: bytes) -> ListPage:
     return ListPage(tuple(objects), token if truncated else None)
 
 
-class RangeFile(io.RawIOBase):
-    """A read-only, seekable view of a remote object for pyarrow: each read is one HTTP range request.
+class _Metered(Counters):
+    """Counters that also feed the store's meter: the core reports storage and grant requests alike."""
 
-    ``tail`` holds the object's last bytes (already fetched), which serve the footer reads.
-    """
-
-    def __init__(self, fetch: Callable[[int, int], bytes], size: int, tail: bytes) -> None:
+    def __init__(self, meter: Meter) -> None:
         super().__init__()
-        self._fetch = fetch
-        self._size = size
-        self._tail = tail
-        self._tail_start = size - len(tail)
-        self._position = 0
+        self.meter = meter
 
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._position
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}[whence]
-        self._position = max(0, base + offset)
-        return self._position
-
-    def size(self) -> int:
-        return self._size
-
-    def read(self, size: int | None = -1) -> bytes:
-        start = self._position
-        end = self._size if size is None or size < 0 else min(self._size, start + size)
-        if start >= end:
-            return b""
-        if start >= self._tail_start:
-            data = self._tail[start - self._tail_start:end - self._tail_start]
-        elif end > self._tail_start:
-            data = self._fetch(start, self._tail_start) + self._tail[: end - self._tail_start]
-        else:
-            data = self._fetch(start, end)
-        self._position = end
-        return data
-
-    def readinto(self, buffer: Any) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
+    def add(self, requests: int = 0, received: int = 0, grant_requests: int = 0) -> None:
+        super().add(requests, received, grant_requests)
+        self.meter.add(requests=requests + grant_requests, bytes_read=received)
 
 
-class _UrlBook:
-    """Presigned GET URLs of one validation, refreshed when they expire."""
+class S3Store:
+    """One miner's prefix in the bucket, read through read grants (the validator's hotkey signs them)."""
 
-    def __init__(self, grants: GrantClient, miner_hotkey: str) -> None:
-        self.grants = grants
-        self.miner_hotkey = miner_hotkey
-        self._urls: dict[str, tuple[str, float]] = {}
-        self._lock = threading.Lock()
-
-    def add(self, urls: dict[str, str], expires_at: float) -> None:
-        with self._lock:
-            for key, url in urls.items():
-                self._urls[key] = (url, expires_at)
-
-    def get(self, key: str) -> tuple[str, float]:
-        with self._lock:
-            return self._urls[key]
-
-    def refresh(self, key: str) -> str:
-        answer = self.grants.call(protocol.PATH_READ, {"miner_hotkey": self.miner_hotkey, "list": False, "keys": [key]})
-        self.add(answer["objects"], answer["expires_at"])
-        return answer["objects"][key]
-
-
-class Checker:
-    """Validates one miner's URIs through the grant service (signed with the validator's hotkey)."""
-
-    def __init__(self, options: S3Options, signer: Any, *, http: httpx.Client | None = None,
-                 backoff: Backoff | None = None, footer_read_size: int = FOOTER_READ_SIZE) -> None:
+    def __init__(self, options: S3Options, signer: Any, miner_hotkey: str, *, http: httpx.Client | None = None,
+                 backoff: Backoff | None = None) -> None:
+        try:
+            self.prefix = miner_prefix(miner_hotkey)
+        except ValueError as error:
+            raise TransferError(f"cannot read: {error}", retryable=False) from None
         self.options = options
+        self.miner_hotkey = miner_hotkey
+        self.meter = Meter()
+        self.counters = _Metered(self.meter)
         self._owns_http = http is None
         self.http = http or make_http_client(options)
         self.backoff = backoff or Backoff(options.max_attempts, options.backoff_base, options.backoff_max)
-        self.signer = signer
-        self.footer_read_size = footer_read_size
+        self.grants = GrantClient(options, signer, self.http, self.counters, self.backoff)
+        self._urls: dict[str, tuple[str, float]] = {}  # key -> (presigned GET, expires_at)
+        self._lock = threading.Lock()
 
     def close(self) -> None:
         if self._owns_http:
             self.http.close()
 
-    def __enter__(self) -> Checker:
+    def __enter__(self) -> S3Store:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def usage(self, miner_hotkey: str) -> tuple[int, int]:
-        """(objects, bytes) under the miner's prefix, from listing pages only (fresh read grant per page)."""
-        try:
-            check_hotkey(miner_hotkey)
-        except ValueError as error:
-            raise TransferError(f"cannot list: {error}", retryable=False) from None
-        grants = GrantClient(self.options, self.signer, self.http, Counters(), self.backoff)
-        prefix = miner_prefix(miner_hotkey)
+    # -- listing ---------------------------------------------------------------------------------
+
+    def list_objects(self) -> Iterator[ListedObject]:
+        """Every object under the prefix, page by page (GET URLs of each page come with the next grant)."""
+        return self._listing(presign=True)
+
+    def usage(self) -> tuple[int, int]:
+        """(objects, bytes) of the miner's parquet objects, from listing pages only."""
         objects = size = 0
+        for item in self._listing(presign=False):
+            if item.key.endswith(".parquet"):
+                objects += 1
+                size += item.size
+        return objects, size
+
+    def _listing(self, presign: bool) -> Iterator[ListedObject]:
         token: str | None = None
+        pending: list[str] = []
         while True:
-            answer = grants.call(protocol.PATH_READ, {"miner_hotkey": miner_hotkey, "list": True,
-                                                      "continuation_token": token, "max_keys": self.options.page_size,
-                                                      "keys": []})
-
-            def fetch(url: str = answer["list_url"]) -> ListPage:
-                response = self.http.get(url)
-                if response.status_code != 200:
-                    raise s3_error(response, f"listing of {prefix}")
-                return parse_list_page(response.content)
-
-            page = self.backoff.run(f"listing of {prefix}", fetch)
-            mine = [item for item in page.objects if item.key.startswith(prefix) and item.key.endswith(".parquet")]
-            objects += len(mine)
-            size += sum(item.size for item in mine)
-            token = page.next_token
-            if token is None:
-                return objects, size
-
-    def validate(self, miner_hotkey: str, uris: tuple[str, ...] | list[str]) -> ValidationResult:
-        try:
-            check_hotkey(miner_hotkey)
-        except ValueError as error:
-            raise TransferError(f"cannot validate: {error}", retryable=False) from None
-        counters = Counters()
-        grants = GrantClient(self.options, self.signer, self.http, counters, self.backoff)
-        run = _Validation(self, grants, counters, miner_hotkey, frozenset(uris))
-        return run.execute()
-
-
-class _Validation:
-    def __init__(self, checker: Checker, grants: GrantClient, counters: Counters, miner_hotkey: str,
-                 wanted: frozenset[str]) -> None:
-        self.checker = checker
-        self.options = checker.options
-        self.http = checker.http
-        self.backoff = checker.backoff
-        self.grants = grants
-        self.counters = counters
-        self.miner_hotkey = miner_hotkey
-        self.prefix = miner_prefix(miner_hotkey)
-        self.key_pattern = re.compile(
-            re.escape(self.prefix) + r"source=([A-Za-z0-9_.-]{1,64})/date=(\d{4}-\d{2}-\d{2})/([0-9a-f]{%d})\.parquet" % NAME_HASH_CHARS
-        )
-        self.wanted = wanted
-        self.found: set[str] = set()
-        self.problems: list[IntegrityProblem] = []
-        self.scanned = 0
-        self.lock = threading.Lock()
-        self.urls = _UrlBook(grants, miner_hotkey)
-
-    def remaining(self) -> frozenset[str]:
-        with self.lock:
-            return self.wanted - self.found
-
-    def execute(self) -> ValidationResult:
-        started = time.perf_counter()
-        token: str | None = None
-        listing = True
-        pending: tuple[ListedObject, ...] = ()
-        pages = 0
-        with ThreadPoolExecutor(self.options.concurrency, thread_name_prefix="s3-check") as pool:
-            while self.remaining() and (listing or pending):
-                answer = self.grants.call(
-                    protocol.PATH_READ,
-                    {
-                        "miner_hotkey": self.miner_hotkey,
-                        "list": listing,
-                        "continuation_token": token,
-                        "max_keys": self.options.page_size,
-                        "keys": [item.key for item in pending],
-                    },
-                )
-                self.urls.add(answer.get("objects") or {}, float(answer["expires_at"]))
-                if pending:
-                    self._scan_all(pool, pending)
-                    pending = ()
-                if not listing:
-                    break
-                page = self._list(answer["list_url"])
-                pages += 1
-                pending = tuple(item for item in page.objects if item.key.startswith(self.prefix))
-                outside = len(page.objects) - len(pending)
-                if outside:
-                    log.warning("listing of %s returned %d keys outside it; ignored", self.prefix, outside)
-                token = page.next_token
-                listing = token is not None
-        result = ValidationResult(
-            backend=BACKEND_ID,
-            miner_hotkey=self.miner_hotkey,
-            found=frozenset(self.found),
-            requests=self.counters.requests + self.counters.grant_requests,
-            bytes_read=self.counters.bytes,
-            objects_scanned=self.scanned,
-            problems=tuple(sorted(self.problems, key=lambda p: p.key)),
-        )
-        log.info(
-            "s3: %s holds %d of %d URIs (%d pages, %d objects read, %d requests, %d bytes, %d problems, %.2fs)",
-            self.miner_hotkey, len(result.found), len(self.wanted), pages, result.objects_scanned,
-            result.requests, result.bytes_read, len(result.problems), time.perf_counter() - started,
-        )
-        return result
-
-    def _scan_all(self, pool: ThreadPoolExecutor, items: tuple[ListedObject, ...]) -> None:
-        """Scan ``items``, at most ``min(concurrency, URIs still missing)`` at a time.
-
-        Looking for a single URI, objects are read one after the other and the search stops at the first
-        hit; many missing URIs keep every worker busy.
-        """
-        queue = list(items)
-        running: set[Future[None]] = set()
-        while queue or running:
-            limit = max(1, min(self.options.concurrency, len(self.remaining())))
-            while queue and len(running) < limit and self.remaining():
-                running.add(pool.submit(self._scan, queue.pop(0)))
-            if not running:
+            answer = self._grant(pending, list_page=True, token=token)
+            page = self._list(answer.get("list_url"))
+            mine = [item for item in page.objects if item.key.startswith(self.prefix)]
+            if len(mine) != len(page.objects):
+                log.warning("listing of %s returned %d keys outside it; ignored", self.prefix, len(page.objects) - len(mine))
+            # Presign only what the core may open (its own key parser); odd keys never reach a grant request.
+            pending = [item.key for item in mine if presign and parse_key(item.key) is not None]
+            yield from mine
+            if page.next_token is None:
                 break
-            done, running = wait(running, return_when=FIRST_COMPLETED)
-            for future in done:
-                future.result()  # re-raise a failed read: the validation cannot conclude
+            if page.next_token == token:
+                raise TransferError(f"listing of {self.prefix} does not advance (same continuation token)", retryable=False)
+            token = page.next_token
+        if pending:
+            self._grant(pending)
 
-    # -- HTTP ------------------------------------------------------------------------------------
+    def _grant(self, keys: list[str], *, list_page: bool = False, token: str | None = None) -> dict[str, Any]:
+        """One read grant: a listing URL when ``list_page``, GET URLs for ``keys`` (remembered until expiry)."""
+        payload: dict[str, Any] = {"miner_hotkey": self.miner_hotkey, "list": list_page, "keys": keys}
+        if list_page:
+            payload.update(continuation_token=token, max_keys=self.options.page_size)
+        answer = self.grants.call(protocol.PATH_READ, payload)
+        urls, expires_at = answer.get("objects") or {}, answer.get("expires_at")
+        if (not isinstance(urls, dict) or not isinstance(expires_at, (int, float)) or set(urls) != set(keys)
+                or not all(isinstance(url, str) for url in urls.values())):
+            raise TransferError("the grant service's read grant does not match the request", retryable=False)
+        with self._lock:
+            self._urls.update((key, (url, float(expires_at))) for key, url in urls.items())
+        return answer
 
-    def _list(self, url: str) -> ListPage:
+    def _list(self, url: object) -> ListPage:
+        what = f"listing of {self.prefix}"
+        if not isinstance(url, str):
+            raise TransferError(f"{what}: the read grant has no listing URL", retryable=False)
+
         def attempt() -> ListPage:
-            response = self.http.get(url)
-            self.counters.add(requests=1, received=len(response.content))
-            if response.status_code != 200:
-                raise s3_error(response, f"listing of {self.prefix}")
-            return parse_list_page(response.content)
-
-        return self.backoff.run(f"listing of {self.prefix}", attempt)
-
-    def _get(self, key: str, range_header: str | None, what: str) -> httpx.Response:
-        refreshed = False
-
-        def attempt() -> httpx.Response:
-            nonlocal refreshed
-            url, expires_at = self.urls.get(key)
-            headers = {"Range": range_header} if range_header else {}
-            response = self.http.get(url, headers=headers)
-            self.counters.add(requests=1, received=len(response.content))
-            if response.status_code == 403 and not refreshed and time.time() > expires_at - 30:
-                refreshed = True
-                self.urls.refresh(key)
-                raise TransferError(f"{what}: the read grant expired", status=403, retryable=True)
-            if response.status_code not in (200, 206):
-                raise s3_error(response, what)
-            return response
+            with self._send(url, None) as response:
+                if response.status_code != 200:
+                    raise s3_error(response, what, self._raw(response, _ERROR_BODY_BYTES))
+                encoding = response.headers.get("content-encoding", "identity").strip().lower()
+                if encoding not in ("", "identity"):
+                    raise TransferError(f"{what}: answered with Content-Encoding {encoding!r}", retryable=False)
+                body = self._raw(response, MAX_LISTING_BYTES)
+            if len(body) > MAX_LISTING_BYTES:
+                raise TransferError(f"{what}: a page over {MAX_LISTING_BYTES} bytes", retryable=False)
+            return parse_list_page(body)
 
         return self.backoff.run(what, attempt)
 
-    def _fetch(self, key: str, start: int, end: int) -> bytes:
-        response = self._get(key, f"bytes={start}-{end - 1}", f"range read of {key}")
-        data = response.content
-        if len(data) != end - start:
-            raise TransferError(f"range read of {key}: asked {end - start} bytes, got {len(data)}", retryable=True)
+    # -- reads -----------------------------------------------------------------------------------
+
+    def read_tail(self, key: str, length: int) -> ObjectTail:
+        """The last ``length`` bytes in one ``Range: bytes=-N`` GET, the size, and the store's sha256."""
+        if length < 1:
+            raise ValueError(f"tail length must be positive, got {length}")
+        data, total, headers = self._get(key, f"bytes=-{length}", lambda total: (max(0, total - length), total - 1))
+        return ObjectTail(data=data, size=total, sha256=self._recorded_sha256(key, headers))
+
+    def read_range(self, key: str, start: int, end: int) -> bytes:
+        """Bytes ``start`` to ``end`` (exclusive) in one ranged GET."""
+        if end <= start:
+            return b""
+        data, _, _ = self._get(key, f"bytes={start}-{end - 1}", lambda _total: (start, end - 1))
         return data
 
-    def _full_sha256(self, key: str) -> tuple[str, int]:
-        """Stream the whole object through sha256 (counted); for objects without a recorded checksum."""
-        url, _ = self.urls.get(key)
-        digest = hashlib.sha256()
-        size = 0
-        with self.http.stream("GET", url) as response:
-            self.counters.add(requests=1)
-            if response.status_code != 200:
-                response.read()
-                raise s3_error(response, f"checksum read of {key}")
-            for block in response.iter_bytes(_HASH_BLOCK):
-                digest.update(block)
-                size += len(block)
-        self.counters.add(received=size)
-        return digest.hexdigest(), size
+    def _recorded_sha256(self, key: str, headers: httpx.Headers) -> str | None:
+        """The store-verified ``x-amz-checksum-sha256`` (None when composite), else ``x-amz-meta-sha256``.
 
-    # -- one object ------------------------------------------------------------------------------
-
-    def _problem(self, key: str, problem: str) -> None:
-        with self.lock:
-            self.problems.append(IntegrityProblem(key=key, problem=problem))
-
-    def _scan(self, item: ListedObject) -> None:
-        remaining = self.remaining()
-        if not remaining:
-            return
-        match = self.key_pattern.fullmatch(item.key)
-        if match is None:
-            self._problem(item.key, "key is not in the storage-core layout (hotkey=/source=/date=/<sha256>.parquet)")
-            return
-        source, _date, name_hash = match.groups()
-        if item.size < 12:
-            self._problem(item.key, f"object is {item.size} bytes: too small to be parquet")
-            return
-        with self.lock:
-            self.scanned += 1
-        tail_length = min(item.size, self.checker.footer_read_size)
-        try:
-            response = self._get(item.key, f"bytes=-{tail_length}", f"footer read of {item.key}")
-        except TransferError as error:
-            if error.status == 404:  # deleted since the listing: nothing to count
-                log.info("%s disappeared after it was listed", item.key)
-                return
-            raise
-        tail = response.content
-        total = _content_range_total(response.headers.get("content-range")) or len(tail)
-        if response.status_code == 200:
-            total = len(tail)
-        if total != item.size or len(tail) != min(tail_length, total):
-            self._problem(item.key, f"object is {total} bytes but was listed with {item.size}")
-            return
-        problem = self._checksum_problem(item, name_hash, response.headers)
-        if problem:
-            self._problem(item.key, problem)
-            return
-        try:
-            fetch = functools.partial(self._fetch, item.key)
-            tail = _complete_footer(fetch, item.size, tail)
-            metadata = _footer_metadata(tail)
-            parquet = pq.ParquetFile(RangeFile(fetch, item.size, tail), metadata=metadata, pre_buffer=False)
-            schema = parquet.schema_arrow
-            problem = schema_problem(schema)
-            declared = (schema.metadata or {}).get(METADATA_SOURCE_KEY, b"").decode("utf-8", "replace")
-            if problem is None and declared != source:
-                problem = f"file holds source {declared!r} but is stored under source={source}"
-            if problem:
-                self._problem(item.key, f"schema: {problem}")
-                return
-            problem = implausible_footer(parquet.metadata, item.size)
-            if problem:
-                self._problem(item.key, problem)
-                return
-            groups = _candidate_row_groups(parquet, remaining)
-            if not groups:
-                return
-            column = parquet.read_row_groups(groups, columns=["uri"]).column("uri")
-            hits = pc.filter(column, pc.is_in(column, value_set=pa.array(sorted(remaining), pa.string())))
-            found = set(hits.to_pylist())
-        except TransferError:
-            raise
-        except (pa.ArrowException, OSError, ValueError) as error:
-            self._problem(item.key, f"unreadable parquet: {error}")
-            return
-        if found:
-            with self.lock:
-                self.found.update(found)
-
-    def _checksum_problem(self, item: ListedObject, name_hash: str, headers: httpx.Headers) -> str | None:
-        mode = self.options.checksum_check
-        if mode == "off":
-            return None
-        checksum = b64_to_hex(headers.get("x-amz-checksum-sha256", ""))  # verified by the store; None if composite
-        meta = (headers.get("x-amz-meta-sha256") or "").lower() or None
+        None under ``checksum_check=full``: the core then hashes the whole object itself.
+        """
+        checksum_header = headers.get("x-amz-checksum-sha256")
+        checksum = b64_to_hex(checksum_header.strip()) if checksum_header else None
+        meta_header = headers.get("x-amz-meta-sha256")
+        meta = meta_header.strip().lower() if meta_header is not None else None
+        if meta is not None and not _SHA256_HEX.fullmatch(meta):
+            raise ObjectError(key, f"unparsable x-amz-meta-sha256 header {meta_header[:80]!r}")
         if checksum and meta and checksum != meta:
-            return f"checksum: the store's sha256 {checksum} differs from the recorded {meta}"
-        recorded = checksum or meta
-        if mode == "full" or recorded is None:
-            actual, size = self._full_sha256(item.key)
-            if size != item.size:
-                return f"checksum: read {size} bytes, listed {item.size}"
-            if recorded and actual != recorded:
-                return f"checksum: content sha256 {actual} differs from the recorded {recorded}"
-            recorded = actual
-        if not recorded.startswith(name_hash):
-            return f"checksum: sha256 {recorded} does not match the name {name_hash}"
-        return None
+            raise ObjectError(key, f"checksum: the store's sha256 {checksum} differs from the recorded {meta}")
+        return None if self.options.checksum_check == "full" else checksum or meta
+
+    def _get(self, key: str, byte_range: str, expected: Callable[[int], tuple[int, int]]) -> tuple[bytes, int, httpx.Headers]:
+        """One ranged GET of raw bytes, checked against ``expected(total)`` = (first, last) byte asked for."""
+        if not key.startswith(self.prefix):
+            raise ObjectError(key, f"not under the miner's prefix {self.prefix}")
+        what = f"read of {key} ({byte_range})"
+        renew = False
+
+        def attempt() -> tuple[bytes, int, httpx.Headers]:
+            nonlocal renew
+            url, fresh = self._url(key, renew)
+            renew = False
+            with self._send(url, byte_range) as response:
+                status = response.status_code
+                if status in (200, 206):
+                    return self._answer(key, response, expected)
+                if status in (401, 403):
+                    if fresh:  # the grant service just signed it: the store or the service is wrong, not the miner
+                        raise TransferError(f"{what}: HTTP {status} on a fresh read grant", status=status, retryable=False)
+                    renew = True
+                    raise TransferError(f"{what}: HTTP {status}; renewing the read grant", status=status, retryable=True)
+                if 300 <= status < 400:  # S3 redirects for a bucket (wrong region, endpoint), never for one object
+                    raise TransferError(f"{what}: redirected (HTTP {status}); check region and endpoint", status=status,
+                                        retryable=False)
+                error = s3_error(response, what, self._raw(response, _ERROR_BODY_BYTES))
+                if error.retryable or status >= 500:
+                    raise error
+                if status == 404:
+                    raise ObjectError(key, "no such object (gone after it was listed)")
+                raise ObjectError(key, f"the store answers HTTP {status} {error.code or ''}".strip())
+
+        return self.backoff.run(what, attempt)
+
+    def _answer(self, key: str, response: httpx.Response, expected: Callable[[int], tuple[int, int]]) -> tuple[bytes, int, httpx.Headers]:
+        """The raw body of a 200/206, refused unless it is exactly the bytes asked for, unencoded."""
+        headers = response.headers
+        encoding = headers.get("content-encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):
+            raise ObjectError(key, f"stored with Content-Encoding {encoding!r}: the raw bytes are not what a reader sees")
+        if response.status_code == 206:
+            content_range = headers.get("content-range", "")
+            match = _CONTENT_RANGE.fullmatch(content_range.strip())
+            if match is None:
+                raise ObjectError(key, f"unparsable Content-Range {content_range[:80]!r}")
+            first, last, total = (int(value) for value in match.groups())
+        else:  # 200: the whole object, right only when the whole object is what was asked for
+            length = headers.get("content-length", "").strip()
+            if not length.isdigit():
+                raise ObjectError(key, f"a whole-object answer with Content-Length {length[:40]!r}")
+            total = int(length)
+            first, last = 0, total - 1
+        want = expected(total)
+        if (first, last) != want or last < first:
+            raise ObjectError(key, f"asked for bytes {want[0]}-{want[1]} of {total}, the store sent {first}-{last}")
+        size = last - first + 1
+        data = self._raw(response, size)
+        if len(data) != size:
+            raise ObjectError(key, f"a body of {len(data)}{'+' if len(data) > size else ''} bytes for a {size}-byte range")
+        return data, total, headers
+
+    def _url(self, key: str, renew: bool) -> tuple[str, bool]:
+        """A presigned GET for ``key`` and whether it was granted just now (expired or ``renew``: a new grant)."""
+        with self._lock:
+            entry = self._urls.get(key)
+        if entry is not None and not renew and time.time() < entry[1]:
+            return entry[0], False
+        self._grant([key])
+        with self._lock:
+            return self._urls[key][0], True
+
+    @contextmanager
+    def _send(self, url: str, byte_range: str | None) -> Iterator[httpx.Response]:
+        """A streamed GET asking for identity encoding (the body is read raw, never decoded)."""
+        headers = {"Accept-Encoding": "identity"}
+        if byte_range:
+            headers["Range"] = byte_range
+        response = self.http.send(self.http.build_request("GET", url, headers=headers), stream=True)
+        self.counters.add(requests=1)
+        try:
+            yield response
+        finally:
+            response.close()
+
+    def _raw(self, response: httpx.Response, limit: int) -> bytes:
+        """At most ``limit`` + 1 bytes of the raw body (one more tells a body that is too long), counted."""
+        chunks, size = [], 0
+        for chunk in response.iter_raw():
+            chunks.append(chunk)
+            size += len(chunk)
+            self.counters.add(received=len(chunk))
+            if size > limit:
+                break
+        return b"".join(chunks)[: limit + 1]
 
 
-def _complete_footer(fetch: Callable[[int, int], bytes], size: int, tail: bytes) -> bytes:
-    """``tail`` extended (one more range read) until it holds the whole parquet footer."""
-    if len(tail) < 12 or tail[-4:] != b"PAR1":
-        raise ValueError("not a parquet file (no PAR1 magic at the end)")
-    footer_length = int.from_bytes(tail[-8:-4], "little")
-    needed = footer_length + 8
-    if needed + 4 > size or footer_length > MAX_FOOTER_SIZE:
-        raise ValueError(f"parquet footer length {footer_length} does not fit a {size}-byte file")
-    if needed > len(tail):
-        tail = fetch(size - needed, size - len(tail)) + tail
-    return tail
-
-
-def _footer_metadata(tail: bytes) -> pq.FileMetaData:
-    """Parse the footer at the end of ``tail`` without pyarrow reading the file's end again."""
-    footer_length = int.from_bytes(tail[-8:-4], "little")
-    footer = tail[-(footer_length + 8):]
-    return pq.read_metadata(pa.BufferReader(b"PAR1" + footer))
-
-
-def _content_range_total(value: str | None) -> int | None:
-    if not value or "/" not in value:
-        return None
-    total = value.rsplit("/", 1)[1]
-    return int(total) if total.isdigit() else None
-
-
-def _candidate_row_groups(parquet: pq.ParquetFile, remaining: frozenset[str]) -> list[int]:
-    """Row groups whose ``uri`` statistics admit at least one wanted URI (all of them without statistics)."""
-    metadata = parquet.metadata
-    column = next((i for i in range(metadata.num_columns) if metadata.schema.column(i).path == "uri"), None)
-    wanted = sorted(remaining)
-    groups = []
-    for index in range(metadata.num_row_groups):
-        statistics = metadata.row_group(index).column(column).statistics if column is not None else None
-        if statistics is None or not statistics.has_min_max:
-            groups.append(index)
-            continue
-        low, high = statistics.min, statistics.max
-        if isinstance(low, bytes):
-            low, high = low.decode("utf-8", "replace"), high.decode("utf-8", "replace")
-        # the first wanted URI >= low must also be <= high
-        position = _bisect_left(wanted, low)
-        if position < len(wanted) and wanted[position] <= high:
-            groups.append(index)
-    return groups
-
-
-def _bisect_left(values: list[str], target: str) -> int:
-    return bisect.bisect_left(values, target)
-
-
-def validate(options: S3Options, signer: Any, miner_hotkey: str, uris: tuple[str, ...]) -> ValidationResult:
-    """The ``storage_validate`` hook's body."""
-    with Checker(options, signer) as checker:
-        return checker.validate(miner_hotkey, uris)
-
-
-__all__ = ["Checker", "ListPage", "ListedObject", "RangeFile", "parse_list_page", "validate"]
+__all__ = ["ListPage", "S3Store", "parse_list_page"]

@@ -1,4 +1,4 @@
-"""HTTP plumbing shared by the uploader and the checker: retries with back-off, and the grant-service client."""
+"""HTTP plumbing shared by the uploader and the reader: retries with back-off, and the grant-service client."""
 
 from __future__ import annotations
 
@@ -39,9 +39,12 @@ class TransferError(BackendError):
         self.retry_after = retry_after
 
 
-def s3_error(response: httpx.Response, what: str) -> TransferError:
-    """A TransferError for an S3 error response (its XML code and message, never its URL's signature)."""
-    body = response.content[:4096]
+def s3_error(response: httpx.Response, what: str, body: bytes | None = None) -> TransferError:
+    """A TransferError for an S3 error response (its XML code and message, never its URL's signature).
+
+    ``body`` is the error body when the response was streamed (the reader never decodes a body itself).
+    """
+    body = (response.content if body is None else body)[:4096]
     code_match, message_match = _S3_CODE.search(body), _S3_MESSAGE.search(body)
     code = code_match.group(1).decode(errors="replace") if code_match else None
     message = message_match.group(1).decode(errors="replace") if message_match else ""

@@ -46,6 +46,7 @@ from storage_core.chain import http_auth
 from storage_core.layout import NAME_HASH_CHARS, check_hotkey, hotkey_of_key, miner_prefix, object_key
 from storage_core.membership import SubnetMembership
 from storage_core_s3 import protocol
+from storage_core_s3.checksums import b64_to_hex as b64_to_hex, sha256_b64  # b64_to_hex: still importable here
 from storage_core_s3.protocol import (
     S3_MAX_PART_SIZE,
     S3_MAX_PARTS,
@@ -171,19 +172,6 @@ def check_key_text(field: str, value: str) -> str:
     if ".." in value.split("/") or "//" in value or "\\" in value:
         raise _bad("invalid_key", f"{field} {value!r} contains an empty, '..' or backslash path segment")
     return value
-
-
-def sha256_b64(hex_digest: str) -> str:
-    return base64.b64encode(bytes.fromhex(hex_digest)).decode()
-
-
-def b64_to_hex(value: str) -> str | None:
-    """The hex form of a base64 sha256 checksum, or None for a composite (``...-N``) or bad value."""
-    try:
-        raw = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    return raw.hex() if len(raw) == 32 else None
 
 
 def _b64url(data: bytes) -> str:

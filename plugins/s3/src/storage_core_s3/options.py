@@ -33,7 +33,9 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
     OptionSpec("part_size", type="int", default=16 * MiB, description="bytes per multipart part (at least 5 MiB)"),
     OptionSpec("page_size", type="int", default=1000, description="keys per listing page when validating (1..1000)"),
     OptionSpec("checksum_check", default="recorded",
-               description="validation checksum check: recorded (store-verified sha256, no extra reads), full, or off"),
+               description="validation checksum: recorded (the store's sha256 from response headers; objects without "
+                           "one are hashed in full), full (always hash objects in full), off (same as recorded: the core "
+                           "always checks names)"),
 )
 
 _DEFAULTS = {spec.name: spec.default for spec in OPTION_SPECS}

@@ -1,18 +1,21 @@
 """The S3 backend's hook implementations (registered as entry point ``s3``).
 
 Miners upload through presigned grants from the grant service and never hold bucket credentials;
-validators read through read grants. See plugins/s3/README.md.
+validators read raw byte ranges through read grants for the core's checks. See plugins/s3/README.md.
 """
 
 from __future__ import annotations
 
 from importlib.metadata import version
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from storage_core import PLUGIN_API_VERSION, BackendDescriptor, hookimpl
 from storage_core.chunks import verify_batch
-from storage_core.values import BackendContext, HealthStatus, StoredUsage, UploadBatch, UploadReceipt, ValidationResult
+from storage_core.values import BackendContext, HealthStatus, StoredUsage, UploadBatch, UploadReceipt
 from storage_core_s3.options import OPTION_SPECS, S3Options
+
+if TYPE_CHECKING:
+    from storage_core_s3.checker import S3Store
 
 BACKEND_ID = "s3"
 
@@ -45,22 +48,20 @@ def storage_upload(context: BackendContext, batch: UploadBatch) -> UploadReceipt
 
 
 @hookimpl
-def storage_validate(context: BackendContext, miner_hotkey: str, uris: tuple[str, ...]) -> ValidationResult:
-    """Find ``uris`` in the miner's objects with read grants signed by the validator's hotkey."""
-    from storage_core_s3.checker import Checker
+def storage_reader(context: BackendContext, miner_hotkey: str) -> S3Store:
+    """The miner's prefix as an ObjectStore (read grants signed by the validator); it owns its HTTP client."""
+    from storage_core_s3.checker import S3Store
 
-    options = S3Options.from_context(context)
-    with Checker(options, context.signer) as checker:
-        return checker.validate(miner_hotkey, tuple(uris))
+    return S3Store(S3Options.from_context(context), context.signer, miner_hotkey)
 
 
 @hookimpl
 def storage_usage(context: BackendContext, miner_hotkey: str) -> StoredUsage:
     """Count the miner's objects and bytes from listing pages (read grants signed by the validator)."""
-    from storage_core_s3.checker import Checker
+    from storage_core_s3.checker import S3Store
 
-    with Checker(S3Options.from_context(context), context.signer) as checker:
-        objects, size = checker.usage(miner_hotkey)
+    with S3Store(S3Options.from_context(context), context.signer, miner_hotkey) as store:
+        objects, size = store.usage()
     return StoredUsage(backend=BACKEND_ID, miner_hotkey=miner_hotkey, objects=objects, bytes=size)
 
 

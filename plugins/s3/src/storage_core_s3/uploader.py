@@ -26,7 +26,7 @@ from storage_core.layout import key_for
 from storage_core.values import StagedFile, StoredObject, UploadBatch, UploadReceipt
 from storage_core_s3 import protocol
 from storage_core_s3.client import Backoff, Counters, GrantClient, make_http_client, s3_error
-from storage_core_s3.grants import b64_to_hex, sha256_b64
+from storage_core_s3.checksums import b64_to_hex, sha256_b64
 from storage_core_s3.options import S3Options
 
 log = logging.getLogger(__name__)
