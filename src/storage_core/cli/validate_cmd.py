@@ -106,12 +106,12 @@ def validate_command(miner_hotkey: str, uris_file: Path | None, sample: int | No
         failing = [uri for uri, verdict in report.verdicts.items() if verdict != VALID]
         if failing:
             print_table(f"why ({min(len(failing), 10)} of {len(failing)} not valid)", ["uri", "reason"],
-                        [[_short(uri, 30), _short(report.reason(uri), 44)] for uri in failing[:10]])
+                        [[_short(uri, 30), _short(report.reason(uri), 42)] for uri in failing[:10]])
         if show_rows:
             for backend, row in _rows(report):
                 print_table(f"{backend}: {row.uri}" + (f" (FAILS: {row.problem})" if row.problem else ""),
                             ["column", "value as stored"],
-                            [[name, _short(repr(value), 56)] for name, value in row.values.items()])
+                            [[name, _short(repr(value), 50)] for name, value in row.values.items()])
         print_table("verdict", ["valid", "invalid", "could not validate"],
                     [[counts[VALID], counts[INVALID], counts[UNKNOWN]]])
     raise SystemExit(EXIT_INVALID if counts[INVALID] else EXIT_UNKNOWN if counts[UNKNOWN] else EXIT_VALID)

@@ -30,6 +30,7 @@ class Planted:
     data: bytes
     claims: tuple[str, ...]
     cheat: str
+    also: tuple[tuple[str, bytes], ...] = ()  # other objects the cheat stores first (key, bytes)
 
 
 def parquet_bytes(table: pa.Table, row_group_size: int = ROW_GROUP_ROWS, **options: Any) -> bytes:
@@ -117,7 +118,9 @@ def duplicate_file(hotkey: str, table: pa.Table) -> Planted:
     """The same rows as an honest file, re-encoded into new bytes (one more metadata key), as a second file."""
     metadata = {**(table.schema.metadata or {}), b"padding": b"a second copy"}
     copy = table.replace_schema_metadata(metadata)
-    return planted(hotkey, table, parquet_bytes(copy), "the same rows in a second file")
+    first = honest(hotkey, table)
+    return attrs.evolve(planted(hotkey, table, parquet_bytes(copy), "the same rows in a second file"),
+                        also=((first.key, first.data),))
 
 
 def lying_row_counts(hotkey: str, table: pa.Table) -> Planted:

@@ -238,6 +238,8 @@ class BackendConformance:
         hotkey = harness.hotkey(harness.target.miners[0])
         honest = cheats.honest(hotkey, make_table(honest_rows, "x", seed=901, day=recent_day(2)))
         put_raw(honest.key, honest.data)
+        for key, data in planted.also:
+            put_raw(key, data)
         put_raw(planted.key, planted.data)
         return hotkey, list(honest.claims)
 
@@ -274,10 +276,7 @@ class BackendConformance:
     def test_integrity_duplicates(self, harness: BackendHarness, put_raw: Any) -> None:
         hotkey = self._hotkey(harness)
         self._assert_caught(harness, put_raw, cheats.duplicate_rows(hotkey, self._table(906)))
-        table = self._table(907)
-        first = cheats.honest(hotkey, table)
-        put_raw(first.key, first.data)
-        self._assert_caught(harness, put_raw, cheats.duplicate_file(hotkey, table))
+        self._assert_caught(harness, put_raw, cheats.duplicate_file(hotkey, self._table(907)))
 
     def test_integrity_uri_shells(self, harness: BackendHarness, put_raw: Any) -> None:
         report = self._assert_caught(harness, put_raw, cheats.uri_shells(self._hotkey(harness), self._table(908)))

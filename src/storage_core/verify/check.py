@@ -8,8 +8,10 @@ Every backend's validation runs through :func:`check_claims`; a backend supplies
    window): name vs content hash, footer within caps, schema, declared source, row counts, ``uri`` and
    ``datetime`` statistics (a partition whose rows lie outside its day or window is refused whole).
 3. Find each claimed URI: read the ``uri`` column of only the row groups whose statistics admit it,
-   checking each read against the footer. A URI stops being sought at the first object that holds
-   it, except the sampled ones, which are sought in every object so that copies across files show.
+   checking each read against the footer. Days are searched newest first, every object of a day at
+   once, and a URI stops being sought after the day it was found in: a copy in the same day's objects
+   shows as a duplicate, and a copy under another day cannot pass step 2 (its datetime is not that
+   day's) unless its row was altered.
 4. Sampled URIs (chosen by the caller's seed, so a miner cannot predict them) get a full-row check:
    every column read and checked (:mod:`storage_core.verify.rows`); one bad row makes its whole object
    untrusted. The sampled rows come back as stored, for a validator to compare with a fresh scrape.
@@ -26,6 +28,7 @@ import os
 import random
 import threading
 from collections import defaultdict
+from itertools import groupby
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -158,9 +161,6 @@ class _Check:
 
     # -- 3: where each URI is ---------------------------------------------------------------------
 
-    def still_sought(self, uri: str) -> bool:
-        return uri in self.sampled or not self.seen.get(uri)
-
     def search(self, opened: OpenedFile, sought: frozenset[str]) -> None:
         """Read the uri column of the row groups of ``opened`` that may hold a sought URI; record hits."""
         wanted = [uri for uri in sought if source_of_uri(uri) in (None, opened.name.source)]
@@ -263,12 +263,11 @@ def check_claims(store: ObjectStore, backend: str, miner_hotkey: str, uris: Sequ
     with ThreadPoolExecutor(max(1, check.settings.concurrency), thread_name_prefix=f"{backend}-check") as pool:
         opened = [item for item in pool.map(lambda item: check.open(*item), candidates) if item is not None]
         check.opened = len(opened)
-        width = max(1, check.settings.concurrency)
-        for start in range(0, len(opened), width):
-            sought = frozenset(uri for uri in check.claimed if check.still_sought(uri))
+        for _day, same_day in groupby(opened, key=lambda item: item.name.date):  # newest day first
+            sought = frozenset(uri for uri in check.claimed if not check.seen.get(uri))
             if not sought:
                 break
-            list(pool.map(lambda item: check.search(item, sought), opened[start : start + width]))
+            list(pool.map(lambda item: check.search(item, sought), list(same_day)))
         check.full_row_checks()
     result = check.result()
     log.info("%s: %s holds %d of %d URIs (%d rejected; %d objects opened, %d requests, %d bytes, %d problems)",
