@@ -18,11 +18,9 @@ from storage_core.export import ExportOptions
 from storage_core.export import ledger as ledger_module
 from storage_core.export import late as late_module
 from storage_core.export.digests import (
-    LEGACY_SCHEME,
     SCHEME,
     DigestLog,
     join,
-    legacy_uri_digest,
     page_digests,
     split,
     uri_digest,
@@ -297,62 +295,3 @@ def test_a_row_whose_datetime_is_not_a_date_is_skipped_by_name_once(world):
     world.assert_stored_once(missing={bad_uri})
 
 
-def _make_legacy(world) -> dict[int, bytes]:
-    """Rewrite the ledger as the digest scheme before uri64-v1 left it; return the current records."""
-    records = dict(sqlite3.connect(world.spool.ledger.path).execute("SELECT bucket, digests FROM buckets"))
-    by_bucket: dict[int, list[str]] = {}
-    miner = sqlite3.connect(world.db)
-    for uri, bucket in miner.execute("SELECT uri, timeBucketId FROM DataEntity"):
-        by_bucket.setdefault(bucket, []).append(uri)
-    miner.close()
-    ledger = sqlite3.connect(world.spool.ledger.path)
-    with ledger:
-        for bucket, blob in records.items():
-            known = split(blob)
-            legacy = join(legacy_uri_digest(u) for u in by_bucket.get(bucket, []) if uri_digest(u) in known)
-            ledger.execute("UPDATE buckets SET digests = ?, rows = ? WHERE bucket = ?",
-                           (legacy, len(legacy) // 8, bucket))
-        ledger.execute("DELETE FROM state WHERE name = 'uri_digest_scheme'")
-    ledger.close()
-    assert world.spool.ledger.digest_scheme() == LEGACY_SCHEME
-    return records
-
-
-def test_legacy_digests_are_migrated_exactly_and_late_rows_are_still_found(world):
-    world.round()
-    records = _make_legacy(world)
-    with pytest.raises(ledger_module.LedgerError, match="blake2b-8 URI digests"):
-        world.spool.ledger.record_export([], [], None, bucket_digests=[(1, b"\0" * 8)])
-    add_rows(world.db, 40, seed=90, end=OLD, days=1)  # stored late before the upgrade: in no record
-
-    assert world.round().rows_exported == 40
-    assert world.spool.ledger.digest_scheme() == SCHEME
-    migrated = dict(sqlite3.connect(world.spool.ledger.path).execute("SELECT bucket, digests FROM buckets"))
-    assert all(split(records[b]) <= split(migrated[b]) for b in records)  # every old record carried over
-    assert world.round().rows_exported == 0
-    world.assert_stored_once()
-
-
-def test_an_interrupted_migration_resumes_without_converting_a_record_twice(world, monkeypatch):
-    world.round()
-    records = _make_legacy(world)
-    monkeypatch.setattr(late_module, "BASELINE_ROWS_PER_COMMIT", 1)
-    real = ledger_module.Ledger.migrate_buckets
-    calls = []
-
-    def crash_after_first(self, batch, *, upto, done):
-        calls.append(upto)
-        if len(calls) == 2:
-            raise OSError("disk full")
-        return real(self, batch, upto=upto, done=done)
-
-    monkeypatch.setattr(ledger_module.Ledger, "migrate_buckets", crash_after_first)
-    with pytest.raises(OSError):
-        world.round()
-    assert world.spool.ledger.migrated_to() == calls[0]
-    assert world.spool.ledger.digest_scheme() == LEGACY_SCHEME
-    monkeypatch.setattr(ledger_module.Ledger, "migrate_buckets", real)
-
-    assert world.round().rows_exported == 0
-    assert world.spool.ledger.digest_scheme() == SCHEME and world.spool.ledger.migrated_to() is None
-    assert dict(sqlite3.connect(world.spool.ledger.path).execute("SELECT bucket, digests FROM buckets")) == records

@@ -42,3 +42,13 @@ def test_hook_is_referenced_by_a_test(name: str) -> None:
     pattern = re.compile(rf"\b{name}\b")
     users = [path.name for path in TEST_FILES if path.name != "test_meta.py" and pattern.search(path.read_text())]
     assert users, f"no test exercises {name}"
+
+
+@pytest.mark.parametrize("source", ["x", "reddit"])
+def test_every_schema_column_is_documented(source: str) -> None:
+    from storage_core.schema import SCHEMA_VERSION, schema_for
+
+    text = (ROOT / "docs/schema.md").read_text()
+    assert f"(version {SCHEMA_VERSION})" in text.splitlines()[0]
+    missing = [field.name for field in schema_for(source) if f"`{field.name}`" not in text]
+    assert missing == [], f"docs/schema.md does not document {missing}"

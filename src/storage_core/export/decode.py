@@ -3,9 +3,10 @@
 The fast path (``decode_page``) hands a whole one-source page, as read into Arrow, to Arrow's JSON
 reader, which builds the columns without creating a Python object per value (the costly part of a
 Python pipeline); the stored columns (uri, datetime, label, size) stay Arrow arrays throughout. msgspec is the
-judge of what is valid: the structs below mirror the subnet's ``XContent`` and ``RedditContent``
-(unknown fields ignored). When Arrow rejects a page, or a required field is missing, msgspec decodes
-that page row by row so that only the bad rows are skipped, each with its URI and the reason.
+judge of what is valid: the structs below mirror every field of the subnet's ``XContent`` and
+``RedditContent``. When Arrow rejects a page (a bad row, a missing required field, or a key no column
+holds), msgspec decodes that page row by row: bad rows are skipped, each with its URI and the reason,
+and keys no column holds are kept, as a JSON object, in the ``extra`` column (nothing is dropped).
 """
 
 from __future__ import annotations
@@ -29,26 +30,51 @@ from storage_core.export.arrow_values import (
     text_scalar,
 )
 from storage_core.export.encoding import FieldEncoder
-from storage_core.schema import SOURCE_IDS, TIMESTAMP, schema_for
+from storage_core.schema import JSON_KEYS, SOURCE_IDS, TIMESTAMP, schema_for
 
 
 class XPost(msgspec.Struct):
+    """SN13's ``XContent``: the required fields, then every optional one (absent keys are None)."""
+
     username: str
     text: str
     url: str
     timestamp: datetime
     tweet_hashtags: list[str] = []
+    media: list[str] | None = None
+    user_id: str | None = None
+    user_display_name: str | None = None
+    user_verified: bool | None = None
+    tweet_id: str | None = None
+    is_reply: bool | None = None
+    is_quote: bool | None = None
+    conversation_id: str | None = None
+    in_reply_to_user_id: str | None = None
+    language: str | None = None
+    in_reply_to_username: str | None = None
+    quoted_tweet_id: str | None = None
+    like_count: int | None = None
+    retweet_count: int | None = None
+    reply_count: int | None = None
+    quote_count: int | None = None
+    view_count: int | None = None
+    bookmark_count: int | None = None
+    user_blue_verified: bool | None = None
+    user_description: str | None = None
+    user_location: str | None = None
+    profile_image_url: str | None = None
+    cover_picture_url: str | None = None
+    user_followers_count: int | None = None
+    user_following_count: int | None = None
+    scraped_at: datetime | None = None
 
 
 class RedditPost(
     msgspec.Struct,
-    rename={
-        "community_name": "communityName",
-        "created_at": "createdAt",
-        "data_type": "dataType",
-        "parent_id": "parentId",
-    },
+    rename={column: key for key, column in JSON_KEYS["reddit"].items() if key != column},
 ):
+    """SN13's ``RedditContent`` as written ``by_alias`` (camelCase keys)."""
+
     id: str
     url: str
     username: str
@@ -58,16 +84,19 @@ class RedditPost(
     data_type: str
     title: str | None = None
     parent_id: str | None = None
+    media: list[str] | None = None
+    is_nsfw: bool | None = None
+    score: int | None = None
+    upvote_ratio: float | None = None
+    num_comments: int | None = None
+    scraped_at: datetime | None = None
 
 
-_PAGE_DECODERS: dict[str, msgspec.json.Decoder] = {
-    "x": msgspec.json.Decoder(list[XPost]),
-    "reddit": msgspec.json.Decoder(list[RedditPost]),
-}
 _ROW_DECODERS: dict[str, msgspec.json.Decoder] = {
     "x": msgspec.json.Decoder(XPost),
     "reddit": msgspec.json.Decoder(RedditPost),
 }
+_OBJECT = msgspec.json.Decoder(dict[str, Any])
 
 
 @attrs.frozen
@@ -78,33 +107,31 @@ class SkippedRow:
     reason: str
 
 
-def decode_posts(source: str, contents: Sequence[bytes]) -> tuple[list, list[tuple[int, str]]]:
-    """Decode ``contents`` of one source: the posts (None where a row failed) and ``(index, reason)`` failures."""
-    try:
-        posts = _PAGE_DECODERS[source].decode(b"[" + b",".join(contents) + b"]")
-        if len(posts) == len(contents):
-            return posts, []
-    except (msgspec.DecodeError, UnicodeDecodeError):
-        pass
+def decode_posts(source: str, contents: Sequence[bytes]) -> tuple[list, list[str | None], list[tuple[int, str]]]:
+    """Decode ``contents`` of one source, one row at a time: the posts (None where a row failed), each
+    row's keys that no column holds as a JSON object (None when there are none), and ``(index, reason)``
+    failures."""
+    known = JSON_KEYS[source]
     decoder = _ROW_DECODERS[source]
-    posts, failures = [], []
+    posts: list = []
+    extras: list[str | None] = []
+    failures: list[tuple[int, str]] = []
     for index, content in enumerate(contents):
         try:
-            posts.append(decoder.decode(content))
-        except (msgspec.DecodeError, UnicodeDecodeError) as error:
+            fields = _OBJECT.decode(content)
+            unknown = {key: value for key, value in fields.items() if key not in known}
+            post = decoder.decode(msgspec.json.encode({k: v for k, v in fields.items() if k in known})
+                                  if unknown else content)
+        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as error:
             posts.append(None)
+            extras.append(None)
             failures.append((index, f"content is not a valid {source} post: {error}"))
-    return posts, failures
+            continue
+        posts.append(post)
+        extras.append(msgspec.json.encode(unknown).decode() if unknown else None)
+    return posts, extras, failures
 
 
-#: JSON field name -> schema column, per source; the JSON schema handed to Arrow's reader.
-_JSON_COLUMNS = {
-    "x": {"username": "username", "text": "text", "url": "url", "timestamp": "timestamp",
-          "tweet_hashtags": "tweet_hashtags"},
-    "reddit": {"id": "id", "url": "url", "username": "username", "communityName": "community_name",
-               "body": "body", "title": "title", "createdAt": "created_at", "dataType": "data_type",
-               "parentId": "parent_id"},
-}
 _REQUIRED = {
     "x": ("username", "text", "url", "timestamp"),
     "reddit": ("id", "url", "username", "community_name", "body", "created_at", "data_type"),
@@ -113,11 +140,12 @@ _REQUIRED = {
 
 def _json_options(source: str) -> pa_json.ParseOptions:
     schema = schema_for(source)
-    fields = [pa.field(json_name, schema.field(column).type) for json_name, column in _JSON_COLUMNS[source].items()]
-    return pa_json.ParseOptions(explicit_schema=pa.schema(fields), unexpected_field_behavior="ignore")
+    fields = [pa.field(json_name, schema.field(column).type) for json_name, column in JSON_KEYS[source].items()]
+    # "error": a key no column holds sends the page to the row path, which keeps it in ``extra``.
+    return pa_json.ParseOptions(explicit_schema=pa.schema(fields), unexpected_field_behavior="error")
 
 
-_PARSE_OPTIONS = {source: _json_options(source) for source in _JSON_COLUMNS}
+_PARSE_OPTIONS = {source: _json_options(source) for source in JSON_KEYS}
 #: One thread: the export already runs the SQLite reader and the chunk writer beside the parser.
 _MIN_BLOCK_BYTES = 1 << 20
 
@@ -143,9 +171,10 @@ def _parse_lines(source: str, data: pa.Buffer, rows: int) -> dict[str, pa.Array]
         return None
     if table.num_rows != rows:
         return None  # a row spans several lines (pretty-printed) or none: msgspec sorts it out
-    columns = {_JSON_COLUMNS[source][name]: one_array(table.column(name)) for name in table.column_names}
+    columns = {JSON_KEYS[source][name]: one_array(table.column(name)) for name in table.column_names}
     if any(columns[name].null_count for name in _REQUIRED[source]):
         return None  # a required field is missing: msgspec names the row and the field
+    columns["extra"] = pa.nulls(rows, pa.string())  # Arrow vouched for every key: none is left over
     return columns
 
 
@@ -246,42 +275,28 @@ def rows_to_table(
     columns = _arrow_columns(source, contents)
     if columns is not None:
         return _table(source, rows, columns, encoder), bad_datetimes
-    posts, failures = decode_posts(source, contents)
+    posts, extras, failures = decode_posts(source, contents)
     skipped = bad_datetimes + [SkippedRow(rows[index][0], reason) for index, reason in failures]
-    if failures:
-        keep = [index for index, post in enumerate(posts) if post is not None]
-        rows = [rows[index] for index in keep]
-        posts = [posts[index] for index in keep]
-    if not rows:
+    keep = [index for index, post in enumerate(posts) if post is not None]
+    if not keep:
         return None, skipped
-    # The good rows may pass Arrow's fast path as they are, or once msgspec has re-encoded them
-    # (compact, datetimes in RFC 3339 with a zone); otherwise build the columns from the structs.
-    for contents in ([row[4] for row in rows], [_reencode(post) for post in posts]):
-        columns = _arrow_columns(source, contents)
-        if columns is not None:
-            return _table(source, rows, columns, encoder), skipped
-    columns = {}
-    if source == "x":
-        columns.update(
-            username=[post.username for post in posts],
-            text=[post.text for post in posts],
-            url=[post.url for post in posts],
-            timestamp=pa.array([post.timestamp for post in posts], TIMESTAMP),
-            tweet_hashtags=[post.tweet_hashtags for post in posts],
-        )
-    else:
-        columns.update(
-            id=[post.id for post in posts],
-            url=[post.url for post in posts],
-            username=[post.username for post in posts],
-            community_name=[post.community_name for post in posts],
-            body=[post.body for post in posts],
-            title=[post.title for post in posts],
-            created_at=pa.array([post.created_at for post in posts], TIMESTAMP),
-            data_type=[post.data_type for post in posts],
-            parent_id=[post.parent_id for post in posts],
-        )
-    return _table(source, rows, columns, encoder), skipped
+    rows = [rows[index] for index in keep]
+    posts = [posts[index] for index in keep]
+    built: dict[str, object] = {
+        column: _post_column(source, column, [getattr(post, column) for post in posts])
+        for column in JSON_KEYS[source].values()
+    }
+    built["extra"] = optional_strings([extras[index] for index in keep])
+    return _table(source, rows, built, encoder), skipped
+
+
+def _post_column(source: str, column: str, values: list) -> pa.Array:
+    """One column built from the posts' values, typed as the schema says (naive datetimes are UTC)."""
+    kind = schema_for(source).field(column).type
+    if kind == TIMESTAMP:
+        values = [None if value is None else value if value.tzinfo else value.replace(tzinfo=UTC)
+                  for value in values]
+    return pa.array(values, kind)
 
 
 def _table(source: str, rows: Sequence[SourceRow], posts: dict, encoder: FieldEncoder | None) -> pa.Table:
@@ -313,14 +328,9 @@ def _with_encoding(source: str, columns: dict[str, object], encoder: FieldEncode
     return pa.Table.from_pydict(columns, schema=schema)  # the rare fallback with Python lists
 
 
-def _reencode(post: msgspec.Struct) -> bytes:
-    """A valid post as compact JSON with zone-aware datetimes (naive ones are UTC, as the subnet means)."""
-    changes = {
-        name: getattr(post, name).replace(tzinfo=UTC)
-        for name in ("timestamp", "created_at")
-        if hasattr(post, name) and getattr(post, name).tzinfo is None
-    }
-    return msgspec.json.encode(msgspec.structs.replace(post, **changes) if changes else post)
+def count_extra(table: pa.Table) -> int:
+    """Rows of a decoded table whose post had keys no column holds (kept in ``extra``)."""
+    return len(table) - table.column("extra").null_count
 
 
 def source_name(number: int) -> str | None:

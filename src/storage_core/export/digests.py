@@ -11,13 +11,10 @@ left-padded with zero bytes to a multiple of 8 and read as little-endian 64-bit 
 mixed as in MurmurHash3 (x64), the mixed words are summed with weights ``P**i`` (``i`` counted from
 the last word, so padding words add nothing), and the sum, xor the length and a seed, goes through
 MurmurHash3's 64-bit finaliser. ``uri_digest`` is the one-URI reference; the tests hold the two equal.
-Ledgers written before (scheme ``blake2b-8``: BLAKE2b truncated to 8 bytes) are migrated by the
-late-row check (``late.migrate_digests``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import struct
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -32,9 +29,8 @@ import pyarrow.compute as pc
 from storage_core.export.arrow_values import booleans, one_array
 
 DIGEST_BYTES = 8
-#: The digest scheme of this code, recorded in the ledger; ``LEGACY_SCHEME`` is the one before it.
+#: The digest scheme of this code (the only one a ledger has ever held).
 SCHEME = "uri64-v1"
-LEGACY_SCHEME = "blake2b-8"
 
 _MASK = (1 << 64) - 1
 _C1, _C2 = 0x87C37B91114253D5, 0x4CF5AD432745937F  # MurmurHash3 x64 word-mixing constants
@@ -70,11 +66,6 @@ def uri_digest(uri: str) -> bytes:
     for position, word in enumerate(reversed(words)):
         total = (total + _mix(word) * pow(_P, position, 1 << 64)) & _MASK
     return _finish(total ^ len(data) ^ _SEED).to_bytes(DIGEST_BYTES, "little")
-
-
-def legacy_uri_digest(uri: str) -> bytes:
-    """The digest of ledgers written before ``SCHEME`` (only the migration needs it)."""
-    return hashlib.blake2b(uri.encode(), digest_size=DIGEST_BYTES).digest()
 
 
 def uri_digests(uris: pa.Array | pa.ChunkedArray) -> bytes:

@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 
 from storage_core.chunks import COMPRESSION, COMPRESSIONS, ROW_GROUP_ROWS
 from storage_core.export.arrow_values import int_scalar, one_array, text_scalar
-from storage_core.export.decode import SkippedRow, decode_page, source_name
+from storage_core.export.decode import SkippedRow, count_extra, decode_page, source_name
 from storage_core.export.digests import DigestLog, PageDigests, page_digests
 from storage_core.export.encoding import FieldEncoder
 from storage_core.export.os_hints import release_free_memory
@@ -83,6 +83,8 @@ class ExportResult:
     complete: bool  # False when max_rows stopped the export before the newest row
     method: str  # "index", "scan", "late" or "none"
     elapsed_s: float
+    #: Rows whose post had keys no column holds: exported, with those keys kept in the ``extra`` column.
+    extra_key_rows: int = 0
     #: Digests of every row read, per hour bucket: ``Spool.commit_export`` adds them to the ledger's records.
     bucket_digests: DigestLog = attrs.field(factory=DigestLog, eq=False, repr=False)
     #: Late-row check only: records that replace the buckets' ones before the digests are added.
@@ -238,6 +240,7 @@ class Converted:
     rows_read: int = 0
     skipped_count: int = 0
     skipped: list[SkippedRow] = attrs.Factory(list)
+    extra_key_rows: int = 0
     bucket_digests: DigestLog = attrs.Factory(DigestLog)
 
     def result(
@@ -247,6 +250,9 @@ class Converted:
         if self.skipped_count:
             log.warning("export: skipped %d rows whose content does not decode (first: %s)", self.skipped_count,
                         self.skipped[0])
+        if self.extra_key_rows:
+            log.warning("export: %d rows hold keys the schema has no column for; kept in the 'extra' column",
+                        self.extra_key_rows)
         return ExportResult(
             files=tuple(self.files),
             since=since,
@@ -258,6 +264,7 @@ class Converted:
             complete=complete,
             method=method,
             elapsed_s=elapsed,
+            extra_key_rows=self.extra_key_rows,
             bucket_digests=self.bucket_digests,
             bucket_keep=bucket_keep,
         )
@@ -304,6 +311,7 @@ def convert_pages(
                 on_page(page, done.rows_read)
             tables = decoded.tables
             done.rows += sum(table.num_rows for _source, table in tables)
+            done.extra_key_rows += sum(count_extra(table) for _source, table in tables)
             # Let go of the raw page (its content above all) before partitioning, which may wait for
             # the writer; and of each decoded table once the partitioner holds its rows.
             del read, page, decoded

@@ -70,8 +70,6 @@ def export_late_rows(
         return _nothing(since, started)
     limit = min(options.max_rows or ROWS_PER_PASS, ROWS_PER_PASS)
     with _returning_memory_pool(), MinerDatabase(Path(db_path)) as database:
-        if ledger.digest_scheme() != digests.SCHEME:
-            migrate_digests(database, ledger)
         if not ledger.buckets_tracked():
             _baseline(database, ledger, since.time_bucket_id)
             return _nothing(since, started)
@@ -147,32 +145,6 @@ def _baseline(database: MinerDatabase, ledger: Ledger, watermark_bucket: int) ->
     ledger.baseline_buckets(pending, done=True)
     log.warning("late rows: ledger had no per-bucket records; baselined %d hour buckets up to the watermark "
                 "(rows stored late before this upgrade are not recovered)", len(buckets))
-
-
-def migrate_digests(database: MinerDatabase, ledger: Ledger) -> None:
-    """Re-key the ledger's bucket records from the legacy digest scheme to ``digests.SCHEME``, exactly.
-
-    A record only holds digests, so each bucket's URIs are read from the miner's index and every URI
-    whose legacy digest is recorded gets its new digest recorded instead; a URI that is not recorded
-    stays out, so a row stored late before the upgrade is still found late. Batches commit with their
-    progress, so an interrupted migration resumes where it stopped.
-    """
-    resume = ledger.migrated_to()
-    buckets = sorted(bucket for bucket in ledger.bucket_counts() if resume is None or bucket > resume)
-    pending: dict[int, bytes] = {}
-    held = rows = 0
-    for bucket in buckets:
-        known = ledger.bucket_digests(bucket)
-        recorded = [uri for uri in database.bucket_uris(bucket) if digests.legacy_uri_digest(uri) in known]
-        pending[bucket] = digests.join(digest for _uri, digest in _digested(recorded))
-        held += len(recorded)
-        rows += len(recorded)
-        if held >= BASELINE_ROWS_PER_COMMIT:
-            ledger.migrate_buckets(pending, upto=bucket, done=False)
-            pending, held = {}, 0
-    ledger.migrate_buckets(pending, upto=buckets[-1] if buckets else -1, done=True)
-    log.warning("late rows: migrated the ledger's URI digests of %d hour buckets (%d rows) to %s",
-                len(buckets), rows, digests.SCHEME)
 
 
 def _digested(uris: list[str]) -> Iterator[tuple[str, bytes]]:

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import attrs
 
-from storage_core.errors import StorageCoreError
 from storage_core.export import digests
 from storage_core.export.decode import SkippedRow
 from storage_core.export.watermark import Watermark
@@ -52,14 +51,6 @@ CREATE TABLE IF NOT EXISTS buckets (bucket INTEGER PRIMARY KEY, rows INTEGER NOT
 #: ``state`` entry present once every hour bucket behind the watermark has a record in ``buckets``
 #: (from the first export on, or from the baseline taken when a ledger older than this table is opened).
 _TRACKED = "buckets_tracked"
-#: ``state`` entry naming the digest scheme of the bucket records (absent: ``digests.LEGACY_SCHEME``).
-_SCHEME = "uri_digest_scheme"
-#: ``state`` entry of a migration to ``digests.SCHEME`` under way: the last bucket converted.
-_MIGRATED_TO = "uri_digest_migrated_to"
-
-
-class LedgerError(StorageCoreError):
-    """The ledger cannot take this write as it stands; the message says what to do."""
 
 
 def _now() -> str:
@@ -91,10 +82,6 @@ class Ledger:
         # Digest frames of one commit, grouped by bucket on disk rather than in memory.
         self._db.execute("CREATE TEMP TABLE incoming (bucket INTEGER NOT NULL, digests BLOB NOT NULL)")
         self._db.execute("CREATE INDEX temp.incoming_bucket ON incoming (bucket)")
-        if self._db.execute("SELECT 1 FROM state WHERE name = ?", (_SCHEME,)).fetchone() is None:
-            with self._transaction() as db:  # a ledger without bucket records starts on the current scheme
-                if db.execute("SELECT 1 FROM buckets LIMIT 1").fetchone() is None:
-                    db.execute("INSERT OR IGNORE INTO state VALUES (?, ?)", (_SCHEME, digests.SCHEME))
 
     def close(self) -> None:
         self._db.close()
@@ -128,11 +115,6 @@ class Ledger:
         """
         now = _now()
         backends = tuple(backends)
-        if (bucket_digests is not None or bucket_keep) and self.digest_scheme() != digests.SCHEME:
-            raise LedgerError(
-                f"ledger {self.path} holds {self.digest_scheme()} URI digests; the late-row check "
-                "(export_late_rows, run first in every round) migrates them before new ones are added"
-            )
         with self._transaction() as db:
             fresh = db.execute("SELECT 1 FROM state WHERE name = 'watermark'").fetchone() is None
             db.execute("DELETE FROM incoming")
@@ -178,32 +160,6 @@ class Ledger:
     def buckets_tracked(self) -> bool:
         """Whether every bucket behind the watermark has a record (else the late-row check baselines)."""
         return self._db.execute("SELECT 1 FROM state WHERE name = ?", (_TRACKED,)).fetchone() is not None
-
-    def digest_scheme(self) -> str:
-        """The scheme of the recorded URI digests (``digests.SCHEME``, or the legacy one before migration)."""
-        row = self._db.execute("SELECT value FROM state WHERE name = ?", (_SCHEME,)).fetchone()
-        return row[0] if row else digests.LEGACY_SCHEME
-
-    def migrated_to(self) -> int | None:
-        """The last bucket a migration under way has converted, or None."""
-        row = self._db.execute("SELECT value FROM state WHERE name = ?", (_MIGRATED_TO,)).fetchone()
-        return int(row[0]) if row else None
-
-    def migrate_buckets(self, records: Mapping[int, bytes], *, upto: int, done: bool) -> None:
-        """Replace these buckets' records with ones in ``digests.SCHEME``, converted up to bucket ``upto``.
-
-        Buckets are converted in ascending order, each batch in one transaction with its progress, so
-        a migration cut short resumes after ``upto`` and never converts a record twice.
-        """
-        with self._transaction() as db:
-            for bucket, blob in records.items():
-                db.execute("INSERT OR REPLACE INTO buckets VALUES (?, ?, ?)",
-                           (bucket, len(blob) // digests.DIGEST_BYTES, blob))
-            if done:
-                db.execute("DELETE FROM state WHERE name = ?", (_MIGRATED_TO,))
-                db.execute("INSERT OR REPLACE INTO state VALUES (?, ?)", (_SCHEME, digests.SCHEME))
-            else:
-                db.execute("INSERT OR REPLACE INTO state VALUES (?, ?)", (_MIGRATED_TO, str(upto)))
 
     def bucket_counts(self) -> dict[int, int]:
         """Rows recorded per hour bucket (a bucket without a record has none)."""

@@ -61,7 +61,10 @@ def make_table(rows: int, source: str = "x", seed: int = 0, day: date | None = N
         "label": [label] * rows,
         "content_size_bytes": [len(t) + 200 for t in texts],
     }
-    return pa.Table.from_pydict({**common, **columns}, schema=schema_for(source))
+    schema = schema_for(source)
+    given = {**common, **columns}
+    return pa.table({field.name: given.get(field.name, pa.nulls(rows, field.type)) for field in schema},
+                    schema=schema)
 
 
 def make_batch(

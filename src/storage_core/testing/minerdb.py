@@ -124,8 +124,28 @@ def _x_row(rng: random.Random, pool: str, index: int, seed: int, when: datetime)
         "conversation_id": tweet_id,
         "like_count": int(rng.random() * 5000),
         "retweet_count": int(rng.random() * 500),
+        "reply_count": int(rng.random() * 200),
+        "quote_count": int(rng.random() * 50),
+        "view_count": int(rng.random() * 100_000),
+        "bookmark_count": int(rng.random() * 100),
+        "language": rng.choice(("en", "es", "ja", "pt")),
+        "user_blue_verified": rng.random() < 0.3,
+        "user_description": _text(rng, pool, 0, 160),
+        "user_location": rng.choice(("Lisbon", "Tokyo", "", "Lagos")),
+        "profile_image_url": f"https://pbs.twimg.com/profile_images/{index}/p.jpg",
+        "cover_picture_url": f"https://pbs.twimg.com/profile_banners/{index}/c",
+        "user_followers_count": int(rng.random() * 50_000),
+        "user_following_count": int(rng.random() * 2_000),
+        "scraped_at": _minute(when + timedelta(minutes=5 + int(rng.random() * 600))).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
-    body = msgspec.json.encode(content)
+    if rng.random() < 0.3:
+        content["media"] = [f"https://pbs.twimg.com/media/{index}-{n}.jpg" for n in range(1 + int(rng.random() * 3))]
+    if content["is_reply"]:
+        content["in_reply_to_user_id"] = str(int(rng.random() * 10**12))
+        content["in_reply_to_username"] = f"user_{int(rng.random() * 200_000)}"
+    if content["is_quote"]:
+        content["quoted_tweet_id"] = f"{seed % 1000:03d}{int(rng.random() * 10**16):016d}"
+    body = msgspec.json.encode(content)  # exclude_none, as the subnet writes X posts
     label = tags[0].lower()[:32] if tags else "NULL"
     return (url, db_datetime(when), time_bucket_id(when), SOURCE_X, label, body, len(body))
 
@@ -145,8 +165,12 @@ def _reddit_row(rng: random.Random, pool: str, index: int, seed: int, when: date
         "dataType": "post" if post else "comment",
         "title": _text(rng, pool, 20, 120) if post else None,
         "parentId": None if post else f"t3_{ident}",
-        "media": None,
-        "is_nsfw": False,
+        "media": [f"https://i.redd.it/{ident}.jpg"] if rng.random() < 0.2 else None,
+        "is_nsfw": rng.random() < 0.05,
+        "score": int(rng.random() * 3000) - 50,
+        "upvote_ratio": round(rng.random(), 2) if post else None,
+        "num_comments": int(rng.random() * 400) if post else None,
+        "scrapedAt": _minute(when + timedelta(minutes=5 + int(rng.random() * 600))).isoformat(),
     }
     body = json.dumps(content).encode()
     return (url, db_datetime(when), time_bucket_id(when), SOURCE_REDDIT, community.lower()[:32], body, len(body))
