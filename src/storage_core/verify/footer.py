@@ -51,7 +51,10 @@ class Limits:
 
     max_object_bytes: int = 256 * 1024 * 1024
     max_footer_bytes: int = 1024 * 1024
-    max_row_groups: int = 128
+    max_row_groups: int = 1024
+    #: Fewer rows per row group on average than this, over more than one group, is a file made to be slow
+    #: (the export cuts row groups by memory pressure, to a few hundred rows at the least).
+    min_average_group_rows: int = 32
     max_rows: int = 262_144
 
 
@@ -148,6 +151,9 @@ def _row_groups(key: str, metadata: pq.FileMetaData, size: int, limits: Limits) 
                                "cannot be checked within bounded work")
     if metadata.num_rows > limits.max_rows or metadata.num_rows < 1:
         raise ObjectError(key, f"footer claims {metadata.num_rows} rows (allowed: 1 to {limits.max_rows})")
+    if metadata.num_row_groups > 1 and metadata.num_rows < limits.min_average_group_rows * metadata.num_row_groups:
+        raise ObjectError(key, f"{metadata.num_row_groups} row groups for {metadata.num_rows} rows: fewer than "
+                               f"{limits.min_average_group_rows} rows a group cannot be checked within bounded work")
     paths = [metadata.schema.column(i).path for i in range(metadata.num_columns)]
     uri = paths.index("uri")
     flat = [i for i, path in enumerate(paths) if "." not in path]  # list columns hold more values than rows
