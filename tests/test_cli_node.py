@@ -90,7 +90,12 @@ def test_validate_verdicts_and_exit_codes(world: LocalSubnet, miner_db: Path, tm
 
 def test_errors_name_the_problem(world: LocalSubnet, miner_db: Path, tmp_path: Path) -> None:
     code, output = invoke(world, "miner0", "upload", "--db", str(tmp_path / "nope.sqlite"), state=tmp_path)
-    assert code == 1 and "nope.sqlite does not exist" in output
+    assert code == 2 and "nope.sqlite does not exist" in output
+    old = tmp_path / "old.sqlite"  # the same bad database gives the same exit code in `export` and `upload`
+    sqlite3.connect(old).execute("CREATE TABLE DataEntity (uri TEXT)").connection.close()
+    code, output = invoke(world, "miner0", "upload", "--db", str(old), state=tmp_path / "old-state")
+    exported = CliRunner().invoke(build_cli(), ["export", "--db", str(old), "--out", str(tmp_path / "o")])
+    assert code == exported.exit_code == 2 and "has no column" in output, (output, exported.output)
     runner = CliRunner()
     result = runner.invoke(build_cli(), ["upload", "--db", str(miner_db), "--netuid", "13", "--subtensor.network",
                                          f"devchain:{world.chain_path}", "--wallet.name", "ghost",
@@ -98,6 +103,8 @@ def test_errors_name_the_problem(world: LocalSubnet, miner_db: Path, tmp_path: P
     assert result.exit_code != 0 and "cannot open wallet 'ghost'" in str(result.exception or result.output)
     # subnet 77 does not exist on this chain, so nobody published a config for it
     code, output = invoke(world, "miner0", "upload", "--db", str(miner_db), state=tmp_path, netuid=77)
+    assert code == 1 and "subnet 77 has no storage config" in output
+    code, output = invoke(world, "miner0", "status", state=tmp_path, netuid=77)
     assert code == 1 and "subnet 77 has no storage config" in output
     code, output = invoke(world, "validator", "validate", "--miner", "not-a-hotkey", "--sample", "3", "--db",
                           str(miner_db), state=tmp_path)

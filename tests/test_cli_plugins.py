@@ -51,12 +51,16 @@ def test_plugins_add_commands_and_a_raising_one_is_skipped() -> None:
 
 def test_plugins_command_json_shape() -> None:
     registry = PluginRegistry(points=[], environ={}, extra_plugins={"cmdy": CommandPlugin()})
-    result = CliRunner().invoke(plugins_command, ["--json"], obj=registry)
+    result = CliRunner().invoke(plugins_command, ["--json"], obj=registry, env={"STORAGE_CORE_NETUID": None})
     assert result.exit_code == 0, result.output
     (entry,) = json.loads(result.output)
     assert entry["id"] == "cmdy" and entry["loaded"] and entry["api_version"] == PLUGIN_API_VERSION
     assert entry["hooks"] == ["storage_backends", "storage_register_commands"]
-    assert entry["status"] == "inactive by config (not configured)"
+    assert entry["capabilities"] == []  # declares "upload" but implements no storage_upload
+    assert entry["status"].startswith("loaded (no config known")  # never the built-in defaults' opinion
+    configured = CliRunner().invoke(plugins_command, ["--json"], obj=registry, env={
+        "STORAGE_CORE_NETUID": None, "STORAGE_CORE_CONFIG": '{"backends": {"s3": {"enabled": true}}}'})
+    assert json.loads(configured.output)[0]["status"] == "inactive by config (not configured)"
 
 
 def test_plugins_table_and_module_entry_point() -> None:

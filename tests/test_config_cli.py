@@ -19,6 +19,7 @@ from storage_core.testing.devchain import DevChain
 
 NETUID = 13
 HOTKEYS = [f"5miner-{index:03d}" for index in range(300)]
+S3 = ["--bucket_name", "b", "--auth_endpoint", "https://grant.invalid"]  # what the s3 plugin requires
 
 
 @pytest.fixture(autouse=True)
@@ -73,7 +74,8 @@ def test_set_then_get_from_a_second_process(chain, wallets, tmp_path):
     result = cli_process(["set", *chain_args(chain), *owner_args(wallets), "--use_s3", "true",
                           "--use_huggingface", "true", "--bucket_name", "sn13-data",
                           "--auth_endpoint", "https://grant.sn13.invalid", "--region", "eu-west-1",
-                          "--rollout_percentage", "5", "--yes"], tmp_path)
+                          "--rollout_percentage", "5", "--backend", "huggingface", "--set", "namespace=sn13-data",
+                          "--yes"], tmp_path)
     assert result.returncode == 0, result.stderr
     assert "backends.s3.rollout_percent: 0 -> 5" in result.stdout
     assert "field 1 Raw" in result.stdout and "committed" in result.stdout
@@ -96,7 +98,7 @@ def test_set_then_get_from_a_second_process(chain, wallets, tmp_path):
 
 
 def test_rollout_grows_the_selection_monotonically(chain, wallets, tmp_path):
-    assert run(["set", *chain_args(chain), *owner_args(wallets), "--bucket_name", "b", "--yes"]).exit_code == 0
+    assert run(["set", *chain_args(chain), *owner_args(wallets), *S3, "--yes"]).exit_code == 0
     previous: set[str] = set()
     sizes = []
     for percentage in ("5", "25", "100"):
@@ -114,7 +116,7 @@ def test_rollout_grows_the_selection_monotonically(chain, wallets, tmp_path):
 
 
 def test_owner_procedure_ends_with_huggingface_off(chain, wallets):
-    for args in (["rollout", "--percentage", "100"], ["set", "--use_huggingface", "false"]):
+    for args in (["set", *S3], ["rollout", "--percentage", "100"], ["set", "--use_huggingface", "false"]):
         assert run([args[0], *chain_args(chain), *owner_args(wallets), *args[1:], "--yes"]).exit_code == 0
     got = run(["get", "--json", *chain_args(chain)])
     backends = json.loads(got.output)["config"]["backends"]
@@ -124,7 +126,7 @@ def test_owner_procedure_ends_with_huggingface_off(chain, wallets):
 def test_generic_backend_options_and_policy(chain, wallets):
     result = run(["set", *chain_args(chain), *owner_args(wallets), "--backend", "r2", "--set", "enabled=true",
                   "--set", "rollout_percent=10", "--set", "account=abc", "--set", "parts=4",
-                  "--policy", "all", "--fallback-order", "s3,r2,huggingface", "--yes"])
+                  "--policy", "all", "--fallback-order", "s3,r2,huggingface", "--allow-unknown-backend", "--yes"])
     assert result.exit_code == 0, result.output
     data = json.loads(run(["get", "--json", *chain_args(chain)]).output)["config"]
     assert data["backends"]["r2"] == {"enabled": True, "rollout_percent": 10, "options": {"account": "abc", "parts": 4}}
@@ -132,19 +134,21 @@ def test_generic_backend_options_and_policy(chain, wallets):
 
 
 def test_dry_run_and_declined_confirmation_commit_nothing(chain, wallets):
-    result = run(["rollout", *chain_args(chain), *owner_args(wallets), "--percentage", "5", "--dry-run"])
+    five = ["set", *chain_args(chain), *owner_args(wallets), *S3, "--rollout_percentage", "5"]
+    result = run([*five, "--dry-run"])
     assert result.exit_code == 0 and "dry run: nothing committed" in result.output
     assert "backends.s3.rollout_percent: 0 -> 5" in result.output
-    declined = run(["rollout", *chain_args(chain), *owner_args(wallets), "--percentage", "5"], input="n\n")
+    declined = run(five, input="n\n")
     assert declined.exit_code == 1 and "Commit this to subnet 13" in declined.output
     assert stored(chain, wallets) is None
-    accepted = run(["rollout", *chain_args(chain), *owner_args(wallets), "--percentage", "5"], input="y\n")
+    accepted = run(five, input="y\n")
     assert accepted.exit_code == 0 and stored(chain, wallets) is not None
 
 
 @pytest.fixture
 def published(chain, wallets) -> bytes:
-    assert run(["rollout", *chain_args(chain), *owner_args(wallets), "--percentage", "5", "--yes"]).exit_code == 0
+    result = run(["set", *chain_args(chain), *owner_args(wallets), *S3, "--rollout_percentage", "5", "--yes"])
+    assert result.exit_code == 0, result.output
     return stored(chain, wallets)
 
 
@@ -170,7 +174,8 @@ def test_invalid_utf8_and_bad_json_documents(chain, wallets, published, tmp_path
 
 
 def test_oversized_config_needs_a_pointer(chain, wallets, published, tmp_path):
-    args = ["set", *chain_args(chain), *owner_args(wallets), "--set", "note=" + "x" * 400, "--yes"]
+    args = ["set", *chain_args(chain), *owner_args(wallets), "--backend", "r2", "--allow-unknown-backend",
+            "--set", "note=" + "x" * 400, "--yes"]
     result = run(args)
     assert result.exit_code == 1 and "over the chain's 384" in result.output and "URL" in result.output
     assert stored(chain, wallets) == published
@@ -179,7 +184,7 @@ def test_oversized_config_needs_a_pointer(chain, wallets, published, tmp_path):
     assert result.exit_code == 0, result.output
     assert stored(chain, wallets).startswith(b"sc1p;")
     mirrored = run(["get", "--json", *chain_args(chain), "--config-mirror", str(document)])
-    assert json.loads(mirrored.output)["config"]["backends"]["s3"]["options"]["note"] == "x" * 400
+    assert json.loads(mirrored.output)["config"]["backends"]["r2"]["options"]["note"] == "x" * 400
 
 
 def test_unregistered_hotkey_is_explained(chain, wallets, published):
@@ -233,14 +238,64 @@ def test_set_from_a_document_and_check_it(chain, wallets, tmp_path):
     document = tmp_path / "doc.json"
     document.write_text(json.dumps({
         "version": 1,
-        "backends": {"s3": {"enabled": True, "rollout_percent": 50, "options": {"bucket": "from-doc"}}},
+        "backends": {"s3": {"enabled": True, "rollout_percent": 50,
+                            "options": {"bucket": "from-doc", "grant_url": "https://g.invalid"}}},
         "validation_policy": "primary",
         "fallback_order": ["s3"],
     }))
     check = run(["check", "--file", str(document)])
-    assert check.exit_code == 0 and "valid" in check.output and "sc1;p=primary;f=s3;b=s3:1:50:bucket=from-doc" in check.output
+    assert check.exit_code == 0 and "valid" in check.output and "sc1;p=primary;f=s3;b=s3:1:50:bucket=from-doc,grant_url=https://g.invalid" in check.output
     result = run(["set", *chain_args(chain), *owner_args(wallets), "--document", str(document), "--region", "ap-1",
                   "--yes"])
     assert result.exit_code == 0, result.output
-    assert stored(chain, wallets) == b"sc1;p=primary;f=s3;b=s3:1:50:bucket=from-doc,region=ap-1"
+    assert stored(chain, wallets) == b"sc1;p=primary;f=s3;b=s3:1:50:bucket=from-doc,grant_url=https://g.invalid,region=ap-1"
     assert run(["check", "--payload", stored(chain, wallets).decode()]).exit_code == 0
+
+
+def test_set_checks_options_against_the_installed_plugins(chain, wallets, published):
+    """Bug 6: misspelt names, wrong types, non-URLs, missing required options and unknown backends are refused."""
+    base = ["set", *chain_args(chain), *owner_args(wallets), "--yes"]
+    cases = [
+        (["--set", "bukcet=x"], "backends.s3.options.bukcet", "did you mean 'bucket'?"),
+        (["--set", "concurrency=many"], "backends.s3.options.concurrency", "must be a whole number"),
+        (["--auth_endpoint", "grant.example.org"], "backends.s3.options.grant_url", "http(s):// URL"),
+        (["--backend", "huggingface", "--set", "repo_prefix=sn13"], "backends.huggingface.options.namespace",
+         "is required by the huggingface plugin"),
+        (["--backend", "hugginface", "--set", "enabled=true"], "backends.hugginface",
+         "no installed plugin provides this backend"),
+        (["--backend", "huggingface", "--set", "token=hf_x", "--set", "namespace=n"],
+         "backends.huggingface.options.token", "is a secret"),
+    ]
+    for args, field, problem in cases:
+        result = run([*base, *args])
+        assert result.exit_code == 2, (args, result.output)
+        assert field in result.output and problem in result.output and "nothing committed" in result.output
+    assert stored(chain, wallets) == published
+    typed = run([*base, "--set", "concurrency=8", "--set", "bucket=123"])  # "123" is a bucket name, not a number
+    assert typed.exit_code == 0, typed.output
+    options = json.loads(run(["get", "--json", *chain_args(chain)]).output)["config"]["backends"]["s3"]["options"]
+    assert options["concurrency"] == 8 and options["bucket"] == "123"
+
+
+def test_unset_an_option_remove_a_backend_and_warn_on_a_lower_rollout(chain, wallets, published):
+    base = ["set", *chain_args(chain), *owner_args(wallets), "--yes"]
+    assert run([*base, "--region", "eu-1"]).exit_code == 0
+    result = run([*base, "--unset", "region"])
+    assert result.exit_code == 0 and 'backends.s3.options.region: "eu-1" -> (unset)' in result.output
+    assert run([*base, "--unset", "nope"]).exit_code == 2
+    added = run([*base, "--backend", "r2", "--allow-unknown-backend", "--set", "enabled=true",
+                 "--fallback-order", "s3,r2"])
+    assert added.exit_code == 0 and "warning: backends.r2: no installed plugin" in added.output
+    result = run([*base, "--remove-backend", "r2"])
+    assert result.exit_code == 0, result.output
+    config = json.loads(run(["get", "--json", *chain_args(chain)]).output)["config"]
+    assert "r2" not in config["backends"] and config["fallback_order"] == ["s3"]
+    kept = run([*base, "--remove-backend", "huggingface"])  # the defaults would bring it back: say how instead
+    assert kept.exit_code == 2 and "--backend huggingface --set enabled=false" in kept.output
+    lowered = run(["rollout", *chain_args(chain), *owner_args(wallets), "--percentage", "1", "--yes"])
+    assert lowered.exit_code == 0 and "warning: rollout of s3 lowered from 5% to 1%" in lowered.output
+
+
+def test_get_without_a_config_exits_non_zero(chain):
+    result = run(["get", *chain_args(chain)])
+    assert result.exit_code == 1 and "subnet 13 has no storage config" in result.output

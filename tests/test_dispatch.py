@@ -89,7 +89,9 @@ def test_selection_explains_itself(miner_keys) -> None:
     assert selections["s3"].selected and "<" in selections["s3"].reason
     assert not selections["hf"].selected and "rollout position" in selections["hf"].reason
     assert not selections["r2"].selected and selections["r2"].reason == "disabled in config"
-    assert not selections["gcs"].selected and "not available" in selections["gcs"].reason
+    # no plugin for gcs here: still selected (owed, checked), and the reason says the plugin is missing
+    assert selections["gcs"].selected and not selections["gcs"].available
+    assert "not available here (no installed plugin provides it)" in selections["gcs"].reason
 
 
 def test_dual_write_reaches_every_selected_backend(batch) -> None:
@@ -209,3 +211,49 @@ def test_fallback_lookup_never_downgrades_and_is_skipped_when_all_found(batch) -
     assert fake.verdicts == {"https://x.com/fake/status/1": INVALID}  # HF down does not make it "unknown"
     strict = make_dispatcher([s3, hf], doc(("s3", True, 100), ("hf", True, 0), policy="all", order=("s3", "hf")))
     assert [o.backend for o in strict.validate(batch.miner_hotkey, ["x"]).outcomes] == ["s3"]
+
+
+def test_a_backend_without_a_plugin_stays_owed_and_fails_the_upload(batch) -> None:
+    """Bug 4: the config selects gcs for this miner; its plugin is missing, so the upload to it fails (never skipped)."""
+    s3 = MemoryBackend("s3")
+    dispatcher = make_dispatcher([s3], doc(("s3", True, 100), ("gcs", True, 100)))
+    assert dispatcher.upload_backends(batch.miner_hotkey) == ("gcs", "s3")
+    outcomes = {o.backend: o for o in dispatcher.upload(batch)}
+    assert outcomes["s3"].ok
+    assert outcomes["gcs"].status == "failed" and "plugin not available" in outcomes["gcs"].error
+
+
+@pytest.mark.parametrize("policy", ["any", "all", "primary"])
+def test_validation_fails_closed_without_a_plugin(batch, policy: str) -> None:
+    """Bug 5: gcs is configured but this validator cannot check it: its URIs are unknown, never invalid or dropped."""
+    s3 = MemoryBackend("s3")
+    make_dispatcher([s3], doc(("s3", True, 100))).upload(batch)
+    dispatcher = make_dispatcher([s3], doc(("gcs", True, 100), ("s3", True, 100), policy=policy, order=("gcs", "s3")))
+    uris = uris_of(batch)[:3]
+    report = dispatcher.validate(batch.miner_hotkey, uris + ["https://x.com/never/status/1"])
+    assert report.backends == ("gcs", "s3")
+    gcs = next(o for o in report.outcomes if o.backend == "gcs")
+    assert gcs.status == "failed" and "could not validate" in report.reason("https://x.com/never/status/1")
+    # gcs might hold it: not "invalid" unless s3's answer decides it on its own (policy all)
+    assert report.verdicts["https://x.com/never/status/1"] == (INVALID if policy == "all" else UNKNOWN)
+    expected = {"any": VALID, "all": UNKNOWN, "primary": UNKNOWN}[policy]  # never VALID without gcs under all
+    assert {report.verdicts[uri] for uri in uris} == {expected}
+
+
+def test_a_timed_out_call_never_blocks_exit(tmp_path: Path) -> None:
+    """Bug 2: a process whose backend call hangs exits as soon as its work is done (no join at exit)."""
+    import subprocess
+    import sys
+    import time
+
+    script = (
+        "import threading\n"
+        "from storage_core.dispatch import _run_isolated\n"
+        "r = _run_isolated({'hung': threading.Event().wait, 'quick': lambda: 1}, 0.5)\n"
+        "print(r['hung'][0], r['quick'][0])\n"
+    )
+    started = time.monotonic()
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["timeout", "ok"]
+    assert time.monotonic() - started < 20

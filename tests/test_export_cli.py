@@ -48,20 +48,33 @@ def test_table_shows_rows_bytes_and_sha256(tmp_path):
                                 terminal_width=200)
     assert result.exit_code == 0, result.output
     files = sorted((tmp_path / "o").glob("*.parquet"))
-    assert files and all(path.stem in result.output for path in files)
+    assert files and all(path.stem[:12] in result.output for path in files)
     assert "100 rows in" in result.output and "watermark:" in result.output
+
+
+def test_table_fits_80_columns(tmp_path):
+    """Every column keeps its values at 80 columns: the hash is shortened, nothing is squeezed to blank."""
+    summary = create_miner_db(tmp_path / "m.sqlite", 100, seed=52)
+    result = CliRunner().invoke(build_cli(), ["export", "--db", str(summary.path), "--out", str(tmp_path / "o")],
+                                terminal_width=80, env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.output.splitlines() if line.startswith("│") and "sha256" not in line]
+    assert rows and all(len(line) <= 80 for line in result.output.splitlines())
+    for path in sorted((tmp_path / "o").glob("*.parquet")):
+        line = next(row for row in rows if path.stem[:12] in row)
+        assert all(cell.strip() for cell in line.strip("│").split("│")), line
 
 
 def test_bad_input_is_named(tmp_path):
     missing = _run("--db", tmp_path / "nope.sqlite", "--out", tmp_path / "o")
-    assert missing.exit_code == 1 and "does not exist" in missing.output
+    assert missing.exit_code == 2 and "does not exist" in missing.output  # bad input: 2, as in `upload`
     path = tmp_path / "old.sqlite"
     connection = sqlite3.connect(path)
     connection.execute(TABLE_SQL.replace("contentSizeBytes    INTEGER         NOT NULL", "").replace(
         "content             BLOB            NOT NULL,", "content BLOB NOT NULL"))
     connection.close()
     old = _run("--db", path, "--out", tmp_path / "o")
-    assert old.exit_code == 1 and "no column 'contentSizeBytes'" in old.output
+    assert old.exit_code == 2 and "no column 'contentSizeBytes'" in old.output
     since = _run("--db", path, "--out", tmp_path / "o", "--since", "yesterday")
     assert since.exit_code == 2 and "not an ISO 8601 datetime" in since.output
     empty = tmp_path / "empty.sqlite"

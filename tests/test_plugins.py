@@ -113,3 +113,62 @@ def test_installed_plugins_load(tmp_path: Path) -> None:
     for name in ("local", "s3", "huggingface"):
         assert records[name].status == LOADED, records[name].reason
     assert records["local"].package == "storage-core"
+
+
+def _echo_plugin(backend_id: str, seen: list[tuple[str, object]]) -> object:
+    """An in-process plugin recording which backend's options each upload received."""
+    from storage_core import BackendDescriptor, UploadReceipt, hookimpl
+
+    class Echo:
+        @hookimpl
+        def storage_backends(self):
+            return [BackendDescriptor(id=backend_id, api_version=PLUGIN_API_VERSION, package=backend_id,
+                                      version="1", capabilities={"upload", "validate", "health"})]
+
+        @hookimpl
+        def storage_upload(self, context, batch):
+            seen.append((backend_id, context.option("name")))
+            return UploadReceipt(backend=backend_id, location="memory", objects=[])
+
+    return Echo()
+
+
+def test_a_plugin_loaded_later_never_receives_another_backends_call(site: Path, tmp_path: Path, miner_keys) -> None:
+    """Bug 1: a call made before another plugin loads must still reach exactly one implementation after."""
+    from storage_core.testing.data import make_batch
+    from storage_core.values import BackendContext
+
+    seen: list[tuple[str, object]] = []
+    reg = registry(site)
+    reg.register("first", _echo_plugin("first", seen))
+    batch = make_batch(tmp_path / "b", miner_keys[0].ss58_address, rows=5)
+    reg.call("first", "storage_upload", context=BackendContext("first", {"name": "first"}), batch=batch)
+    reg.register("second", _echo_plugin("second", seen))  # the owner adds a backend; the node loads its plugin
+    reg.load("good")
+    for name in ("first", "second", "first"):
+        receipt = reg.call(name, "storage_upload", context=BackendContext(name, {"name": name}), batch=batch)
+        assert receipt.backend == name
+    assert seen == [("first", "first"), ("first", "first"), ("second", "second"), ("first", "first")]
+
+
+def test_a_misspelt_hook_fails_loading(site: Path) -> None:
+    write_distribution(site, "typo-backend", "1.0", {"typo_mod": backend_module_source(
+        "typo", "typo-backend", extra="\n        @hookimpl\n        def storage_uplod(batch):\n            return None\n")},
+        {"typo": "typo_mod"})
+    try:
+        reg = registry(site)
+        record = reg.load("typo")
+        assert record.status == FAILED and "storage_uplod" in (record.reason or "")
+        assert reg.load("good").status == LOADED  # the others still load
+    finally:
+        sys.modules.pop("typo_mod", None)
+
+
+def test_capabilities_come_from_the_hooks_implemented(site: Path) -> None:
+    """A plugin declaring "health" without storage_health is not health-capable; "validate" means storage_reader."""
+    reg = registry(site)
+    seen: list[tuple[str, object]] = []
+    reg.register("echo", _echo_plugin("echo", seen))  # declares upload, validate, health; implements only upload
+    assert reg.record("echo").capabilities == {"upload"}
+    assert reg.capable("echo", "upload") and not reg.capable("echo", "validate")
+    assert reg.load("good").capabilities == {"upload", "validate"}

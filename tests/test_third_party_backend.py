@@ -142,9 +142,11 @@ def test_config_selects_it_and_the_dispatcher_uses_it(installed, tmp_path: Path,
     })
     dispatcher = Dispatcher(registry, config, lambda b: BackendContext(backend_id=b, options=config.backends[b].options))
     batch = make_batch(tmp_path / "staging", miner_keys[0].ss58_address, rows=200)
-    assert dispatcher.upload_backends(batch.miner_hotkey) == ("dirstore",)  # the broken one is not selectable
+    # the broken one stays selected: it is owed the data, and its failure shows (never a silent skip)
+    assert dispatcher.upload_backends(batch.miner_hotkey) == ("brokenstore", "dirstore")
     outcomes = dispatcher.upload(batch)
-    assert [(o.backend, o.status) for o in outcomes] == [("dirstore", "ok")]
+    assert [(o.backend, o.status) for o in outcomes] == [("brokenstore", "failed"), ("dirstore", "ok")]
     report = dispatcher.validate(batch.miner_hotkey, uris_of(batch)[:10] + ["https://x.com/never/status/1"])
-    assert report.backends == ("dirstore",)
-    assert report.count(VALID) == 10 and report.verdicts["https://x.com/never/status/1"] == "invalid"
+    assert report.backends == ("brokenstore", "dirstore")
+    # found on dirstore: valid under "any"; found nowhere checkable: could not validate (brokenstore may hold it)
+    assert report.count(VALID) == 10 and report.verdicts["https://x.com/never/status/1"] == "unknown"

@@ -451,3 +451,85 @@ def environment_layer(environ: Mapping[str, str] | None = None) -> ConfigLayer:
 
 def default_layer() -> ConfigLayer:
     return ConfigLayer("default", DEFAULT_CONFIG_DICT)
+
+
+# --------------------------------------------------------------------------- options against the plugins' specs
+
+_URL_OPTION = re.compile(r"^(endpoint|.*_url)$")
+
+
+def _did_you_mean(name: str, known: Sequence[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _typed(field: str, spec: Any, value: OptionValue) -> OptionValue:
+    """``value`` as ``spec.type`` wants it (a number given for a text option becomes text); ConfigError if it
+    cannot be."""
+    if spec.type == "str":
+        if isinstance(value, bool):
+            raise ConfigError(field, f"must be text, got {json.dumps(value)}")
+        text = value if isinstance(value, str) else json.dumps(value)
+        if _URL_OPTION.match(spec.name) and text:
+            from urllib.parse import urlsplit
+
+            parts = urlsplit(text)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ConfigError(field, f"must be an http(s):// URL, got {text!r}")
+        return text
+    if spec.type == "bool":
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        if not isinstance(value, bool):
+            raise ConfigError(field, f"must be true or false, got {value!r}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (spec.type == "int" and isinstance(value, float)):
+        raise ConfigError(field, f"must be {'a whole number' if spec.type == 'int' else 'a number'}, got {value!r}")
+    return value
+
+
+def check_options(config: StorageConfig, specs: Mapping[str, Sequence[Any]],
+                  known_backends: Sequence[str] = ()) -> tuple[StorageConfig, list[ConfigError], list[str]]:
+    """Check every backend's options against the ``OptionSpec``s its installed plugin declares.
+
+    ``specs`` maps backend id -> option specs of the installed plugins. Returns the config with values in
+    their declared types, the errors (unknown option names with a did-you-mean, wrong types, a missing
+    required option of an enabled backend), and warnings (backends no installed plugin provides: their
+    options cannot be checked here).
+    """
+    errors: list[ConfigError] = []
+    warnings: list[str] = []
+    backends: dict[str, BackendConfig] = {}
+    for name, entry in config.backends.items():
+        if name not in specs:
+            hint = _did_you_mean(name, list(specs) + list(known_backends))
+            warnings.append(f"backends.{name}: no installed plugin provides this backend, so its options are not "
+                            f"checked{hint}")
+            backends[name] = entry
+            continue
+        by_name = {spec.name: spec for spec in specs[name]}
+        before = len(errors)
+        options: dict[str, OptionValue] = {}
+        for key, value in entry.options.items():
+            field = f"backends.{name}.options.{key}"
+            if key not in by_name:
+                errors.append(ConfigError(field, f"is not an option of {name} (it has: {', '.join(sorted(by_name))})"
+                                                 + _did_you_mean(key, list(by_name))))
+                continue
+            if by_name[key].secret:
+                errors.append(ConfigError(field, "is a secret: a commitment is public; give it to nodes through "
+                                                 f"the environment (STORAGE_CORE_{name.upper()}_OPTION_{key.upper()})"))
+                continue
+            try:
+                options[key] = _typed(field, by_name[key], value)
+            except ConfigError as error:
+                errors.append(error)
+        if entry.enabled:
+            for spec in by_name.values():
+                if spec.required and spec.default is None and spec.name not in entry.options:
+                    errors.append(ConfigError(f"backends.{name}.options.{spec.name}",
+                                              f"is required by the {name} plugin ({spec.description or 'no default'})"))
+        backends[name] = attrs.evolve(entry, options=options if len(errors) == before else entry.options)
+    return attrs.evolve(config, backends=backends), errors, warnings

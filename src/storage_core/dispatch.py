@@ -9,14 +9,16 @@ backend id), so the order in which plugins were registered never changes a resul
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any, TypeVar
 
 import attrs
 
 from storage_core.config import StorageConfig
+from storage_core.errors import PluginError
 from storage_core.plugins import PluginRegistry
 from storage_core.rollout import is_selected, rollout_position
 from storage_core.verify import CheckSettings, ObjectStore, Reference, check_claims
@@ -35,6 +37,25 @@ T = TypeVar("T")
 
 VALID, INVALID, UNKNOWN = "valid", "invalid", "unknown"
 DEFAULT_TIMEOUT_S = 900.0
+#: Environment variable for the per-call backend time limit (seconds, or 90s/15m/2h); ``--backend-timeout`` wins.
+TIMEOUT_ENV = "STORAGE_CORE_BACKEND_TIMEOUT"
+
+
+def parse_timeout(text: str) -> float:
+    """'90', '90s', '15m', '2h' or '1d' -> seconds (positive); ValueError otherwise."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    raw = text.strip().lower()
+    factor = units.get(raw[-1:], 1)
+    number = float(raw[:-1] if raw[-1:] in units else raw)
+    if not number > 0 or number == float("inf"):
+        raise ValueError(f"{text!r} is not a positive duration like 90s, 15m or 2h")
+    return number * factor
+
+
+def default_timeout(environ: Mapping[str, str] | None = None) -> float:
+    """The backend time limit from $STORAGE_CORE_BACKEND_TIMEOUT, else 900 s."""
+    raw = (os.environ if environ is None else environ).get(TIMEOUT_ENV, "").strip()
+    return parse_timeout(raw) if raw else DEFAULT_TIMEOUT_S
 
 
 @attrs.frozen
@@ -102,7 +123,11 @@ def backend_order(config: StorageConfig) -> tuple[str, ...]:
 
 
 def select(config: StorageConfig, registry: PluginRegistry | None, hotkey: str) -> tuple[Selection, ...]:
-    """For every configured backend: is it on for ``hotkey``? (enabled, within rollout, plugin available)."""
+    """For every configured backend: does the config select it for ``hotkey`` (enabled, within rollout)?
+
+    A selected backend stays selected (owed data, checked by validators) whether or not its plugin is
+    available here: ``available`` and the reason say when it is not, so the gap is reported, never hidden.
+    """
     selections = []
     for backend in backend_order(config):
         entry = config.backends[backend]
@@ -113,41 +138,58 @@ def select(config: StorageConfig, registry: PluginRegistry | None, hotkey: str) 
             reason = "disabled in config"
         elif not within:
             reason = f"rollout position {position} >= {round(entry.rollout_percent * 100)} ({entry.rollout_percent}%)"
-        elif not available:
-            record = registry.record(backend) if registry is not None else None
-            reason = f"plugin not available ({record.reason if record and record.reason else 'not installed'})"
         else:
             reason = f"rollout position {position} < {round(entry.rollout_percent * 100)} ({entry.rollout_percent}%)"
+            if not available:
+                reason += f", but the plugin is not available here ({unavailable_reason(registry, backend)})"
         selections.append(
-            Selection(backend, entry.enabled, entry.rollout_percent, position, entry.enabled and within and available,
-                      available, reason)
+            Selection(backend, entry.enabled, entry.rollout_percent, position, entry.enabled and within, available,
+                      reason)
         )
     return tuple(selections)
+
+
+def unavailable_reason(registry: PluginRegistry | None, backend: str) -> str:
+    """Why backend ``backend``'s plugin cannot be used: failed, disabled, or not installed."""
+    record = registry.record(backend) if registry is not None else None
+    if record is None:
+        return "no installed plugin provides it"
+    return f"{record.status}: {record.reason}" if record.reason else record.status
 
 
 def _run_isolated(
     jobs: Mapping[str, Callable[[], T]], timeout_s: float
 ) -> dict[str, tuple[str, T | None, str | None, float]]:
-    """Run each job in its own thread; return (status, value, error, elapsed) per job, never raising."""
+    """Run each job in its own daemon thread; return (status, value, error, elapsed) per job, never raising.
+
+    Daemon threads, never an executor: Python joins executor workers at exit, so one hung backend call
+    would keep the process alive forever. A timed-out call is abandoned and dies with the process.
+    """
     results: dict[str, tuple[str, T | None, str | None, float]] = {}
     if not jobs:
         return results
-    executor = ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="storage-core-backend")
+    answers: dict[str, tuple[str, T | None, str | None, float]] = {}
+    done = threading.Condition()
     started = time.monotonic()
-    futures: dict[Future[T], str] = {executor.submit(job): name for name, job in jobs.items()}
-    done, pending = wait(futures, timeout=timeout_s)
-    for future, name in futures.items():
-        elapsed = time.monotonic() - started
-        if future in pending:
-            future.cancel()
-            results[name] = ("timeout", None, f"no answer within {timeout_s:g} s", elapsed)
-            continue
-        error = future.exception()
-        if error is not None:
-            results[name] = ("failed", None, f"{type(error).__name__}: {error}", elapsed)
-        else:
-            results[name] = ("ok", future.result(), None, elapsed)
-    executor.shutdown(wait=False, cancel_futures=True)
+
+    def run(name: str, job: Callable[[], T]) -> None:
+        try:
+            answer: tuple[str, T | None, str | None, float] = ("ok", job(), None, time.monotonic() - started)
+        except BaseException as error:  # isolation is the point
+            answer = ("failed", None, f"{type(error).__name__}: {error}", time.monotonic() - started)
+        with done:
+            answers[name] = answer
+            done.notify_all()
+
+    for name, job in jobs.items():
+        threading.Thread(target=run, args=(name, job), name=f"storage-core-backend-{name}", daemon=True).start()
+    deadline = started + timeout_s
+    with done:
+        while len(answers) < len(jobs) and (left := deadline - time.monotonic()) > 0:
+            done.wait(left)
+        for name in jobs:
+            results[name] = answers.get(name) or (
+                "timeout", None, f"no answer within {timeout_s:g} s", time.monotonic() - started)
     return results
 
 
@@ -174,6 +216,8 @@ class Dispatcher:
 
     def _upload_job(self, backend: str, batch: UploadBatch) -> Callable[[], UploadReceipt]:
         def job() -> UploadReceipt:
+            if not self.registry.available(backend):
+                raise PluginError(f"plugin not available ({unavailable_reason(self.registry, backend)})")
             receipt = self.registry.call(backend, "storage_upload", context=self.context_for(backend), batch=batch)
             if not isinstance(receipt, UploadReceipt):
                 raise TypeError(f"storage_upload returned {type(receipt).__name__}, not UploadReceipt")
@@ -225,20 +269,17 @@ class Dispatcher:
     # ------------------------------------------------------------------ validator side
 
     def validation_backends(self, miner_hotkey: str) -> tuple[str, ...]:
-        """Backends the miner should be on (enabled and within rollout) that can validate."""
-        return tuple(
-            s.backend
-            for s in select(self.config, self.registry, miner_hotkey)
-            if s.selected and "validate" in self.registry.descriptor(s.backend).capabilities
-        )
+        """Every backend the miner should be on (enabled and within rollout), whether or not this validator can
+        check it: one it cannot (plugin missing, failed, disabled or without ``storage_reader``) answers
+        "could not validate" for the URIs it would decide, so a validator never fails open."""
+        return tuple(s.backend for s in select(self.config, self.registry, miner_hotkey) if s.selected)
 
     def validation_fallbacks(self, asked: Sequence[str]) -> tuple[str, ...]:
         """Enabled backends in the fallback order, not yet asked, that can validate: where a miner's upload
         may have gone when one of its own backends failed."""
         return tuple(
             b for b in self.config.fallback_order
-            if b not in asked and self.config.backends[b].enabled and self.registry.available(b)
-            and "validate" in self.registry.descriptor(b).capabilities
+            if b not in asked and self.config.backends[b].enabled and self.registry.capable(b, "validate")
         )
 
     def _validate_on(self, backends: Sequence[str], miner_hotkey: str, uris: tuple[str, ...],

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from storage_core.atomic import write_json_atomic
 from storage_core.export.exporter import ExportOptions
 from storage_core.export.round import RoundProgress, RoundResult, run_upload_round
 from storage_core.export.spool import Spool
+from storage_core.dispatch import unavailable_reason
 from storage_core.node import StorageNode
 from storage_core.telemetry import StorageMetrics
 from storage_core.values import UploadBatch, UploadOutcome
@@ -47,6 +48,12 @@ class MinerRound:
     result: RoundResult
     selected: tuple[str, ...]
     tallies: tuple[BackendTally, ...]
+    unavailable: Mapping[str, str] = attrs.field(factory=dict)  # selected backend -> why its plugin cannot run
+
+    @property
+    def ok(self) -> bool:
+        """Every selected backend holds what it is owed; a selected backend without a working plugin is not ok."""
+        return self.result.ok and not self.unavailable
 
     def tally(self, backend: str) -> BackendTally:
         return next((t for t in self.tallies if t.backend == backend), BackendTally(backend))
@@ -72,7 +79,8 @@ class MinerStorage:
     # ------------------------------------------------------------------ guide-style flags
 
     def uses(self, backend: str) -> bool:
-        """Whether this miner writes to ``backend`` this round (enabled, within rollout, installed)."""
+        """Whether the config selects ``backend`` for this miner (enabled, within rollout): it is owed this miner's
+        data even when its plugin is not available here (the round then fails for it)."""
         return any(s.backend == backend and s.selected for s in self.node.selections())
 
     def __getattr__(self, name: str) -> Any:
@@ -88,9 +96,14 @@ class MinerStorage:
             from storage_core.errors import StorageCoreError
 
             raise StorageCoreError(f"miner database {self.db_path} does not exist")
+        dispatcher = self.node.dispatcher()  # re-reads the chain's config: every round follows the owner
         self.node.log_selection()
-        dispatcher = self.node.dispatcher()
         selected = dispatcher.upload_backends(self.node.hotkey)
+        unavailable = {b: unavailable_reason(dispatcher.registry, b) for b in selected
+                       if not dispatcher.registry.available(b)}
+        for name, why in unavailable.items():
+            log.error("backend %s is selected for this hotkey but its plugin is not available (%s): its data stays "
+                      "owed until the plugin works", name, why)
         tallies: dict[str, BackendTally] = {}
         last: dict[str, dict[str, Any]] = {}
 
@@ -127,7 +140,7 @@ class MinerStorage:
         for backend in result.backends:
             log.info("round %s: %s %s, %d files, %d bytes, %d still owed", result.round_id, backend.backend,
                      backend.status, backend.files, backend.bytes, backend.still_owed_files)
-        return MinerRound(result, selected, tuple(tallies[name] for name in sorted(tallies)))
+        return MinerRound(result, selected, tuple(tallies[name] for name in sorted(tallies)), unavailable)
 
     def _save_last(self, last: dict[str, dict[str, Any]]) -> None:
         if not last:

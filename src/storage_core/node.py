@@ -6,19 +6,37 @@ config, selects backends and builds backend contexts the same way.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from storage_core.config import ResolvedConfig, StorageConfig
-from storage_core.dispatch import DEFAULT_TIMEOUT_S, Dispatcher, Selection, select
+from storage_core.dispatch import Dispatcher, Selection, default_timeout, select
 from storage_core.plugins import PluginRegistry
 from storage_core.values import BackendContext
 
 log = logging.getLogger(__name__)
 STATE_DIR_ENV = "STORAGE_CORE_STATE_DIR"
+#: Calls to ``follow()`` closer together than this reuse the config just read (one chain read per round).
+FOLLOW_MIN_INTERVAL_S = 1.0
+
+
+def _leaves(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        return {path: leaf for key, value in data.items() for path, leaf in _leaves(value, f"{prefix}{key}.").items()}
+    return {prefix[:-1]: data}
+
+
+def config_changes(old: StorageConfig, new: StorageConfig) -> list[str]:
+    """Changed fields as ``path: old -> new`` (what a node logs when the owner changes the config)."""
+    before, after = _leaves(old.to_dict()), _leaves(new.to_dict())
+    show = lambda flat, path: json.dumps(flat[path]) if path in flat else "(unset)"  # noqa: E731
+    return [f"{path}: {show(before, path)} -> {show(after, path)}" for path in sorted(before.keys() | after.keys())
+            if before.get(path, ...) != after.get(path, ...)]
 
 
 def default_state_dir(netuid: int) -> Path:
@@ -39,10 +57,11 @@ class StorageNode:
         config: StorageConfig | None = None,
         registry: PluginRegistry | None = None,
         state_dir: Path | None = None,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
+        timeout_s: float | None = None,
     ) -> None:
         """``source`` is a ``storage_core.chain.source.ConfigSource`` (followed on every round); a fixed
-        ``config`` is for tests and dry runs. One of them is required."""
+        ``config`` is for tests and dry runs. One of them is required. ``timeout_s`` bounds each backend call
+        (default: $STORAGE_CORE_BACKEND_TIMEOUT, else 900 s)."""
         if source is None and config is None:
             raise ValueError("StorageNode needs a config source or a fixed config")
         self.netuid = netuid
@@ -51,7 +70,8 @@ class StorageNode:
         self._fixed = ResolvedConfig(config, {}) if config is not None else None
         self.registry = registry or PluginRegistry()
         self.state_dir = Path(state_dir) if state_dir else default_state_dir(netuid)
-        self.timeout_s = timeout_s
+        self.timeout_s = default_timeout() if timeout_s is None else timeout_s
+        self._followed_at = float("-inf")
 
     @property
     def hotkey(self) -> str:
@@ -84,8 +104,28 @@ class StorageNode:
         """Which backends serve ``hotkey`` (default: this node's) and why."""
         return select(self.config, self.registry, hotkey or self.hotkey)
 
+    def follow(self) -> list[str]:
+        """Read the config the chain holds now (the source falls back to the last known good one) and return
+        what changed; a failed read keeps the current config. Long-running nodes call this every round."""
+        if self.source is None or time.monotonic() - self._followed_at < FOLLOW_MIN_INTERVAL_S:
+            return []
+        before = self.source.current().config
+        try:
+            after = self.source.refresh().config
+        except Exception as error:  # a bad read must not stop a round: keep what we have
+            log.error("could not re-read the storage config of subnet %d (%s); keeping the current one",
+                      self.netuid, error)
+            return []
+        self._followed_at = time.monotonic()
+        changes = config_changes(before, after)
+        for change in changes:
+            log.warning("storage config of subnet %d changed: %s", self.netuid, change)
+        return changes
+
     def dispatcher(self) -> Dispatcher:
-        """A dispatcher bound to the config as it is now (one per round, so a round never sees two configs)."""
+        """A dispatcher bound to the config the chain holds now (one per round or validation pass, so a round
+        never sees two configs and no round uses a stale one)."""
+        self.follow()
         config = self.config
         return Dispatcher(self.registry, config, lambda backend: self.context_for(backend, config), self.timeout_s)
 

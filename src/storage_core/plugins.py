@@ -32,6 +32,14 @@ LOADED = "loaded"
 FAILED = "failed"
 DISABLED = "disabled"
 
+#: Capability -> the hook that provides it: a backend can do what its plugin implements, whatever it declares.
+CAPABILITY_HOOKS = {
+    "upload": "storage_upload",
+    "validate": "storage_reader",
+    "health": "storage_health",
+    "usage": "storage_usage",
+}
+
 
 @attrs.frozen
 class PluginRecord:
@@ -45,6 +53,11 @@ class PluginRecord:
     reason: str | None = None
     descriptor: BackendDescriptor | None = None
     hooks: tuple[str, ...] = ()
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        """What the backend can do, from the hooks it implements (the one source of truth)."""
+        return frozenset(c for c, hook in CAPABILITY_HOOKS.items() if hook in self.hooks)
 
 
 def _env_list(environ: Mapping[str, str], name: str) -> frozenset[str] | None:
@@ -76,7 +89,6 @@ class PluginRegistry:
         self._records: dict[str, PluginRecord] = {}
         self._points: dict[str, EntryPoint] = {}
         self._plugins: dict[str, object] = {}
-        self._callers: dict[tuple[str, str], Any] = {}
         listed = list(entry_points(group=ENTRY_POINT_GROUP) if points is None else points)
         self._discover(listed)
         for name, plugin in (extra_plugins or {}).items():
@@ -118,11 +130,14 @@ class PluginRegistry:
         except Exception as error:  # pluggy validates hookimpl signatures here
             self._fail(attrs.evolve(record, status=FAILED, reason=f"invalid hook implementation: {error}"))
             return
+        try:  # a hookimpl whose name matches no spec (a misspelt hook) would otherwise never be called
+            self.manager.check_pending()
+        except pluggy.PluginValidationError as error:
+            self.manager.unregister(plugin)
+            self._fail(attrs.evolve(record, status=FAILED, reason=f"invalid hook implementation: {error}"))
+            return
         try:
-            caller = self.manager.subset_hook_caller(
-                "storage_backends", remove_plugins=[p for p in self.manager.get_plugins() if p is not plugin]
-            )
-            descriptors = [d for result in caller() for d in (result or ())]
+            descriptors = list(self._call_plugin(plugin, "storage_backends", {}) or ())
         except Exception as error:
             self.manager.unregister(plugin)
             self._fail(attrs.evolve(record, status=FAILED, reason=f"storage_backends raised {error!r}"))
@@ -143,6 +158,10 @@ class PluginRegistry:
         hooks = tuple(sorted(caller.name for caller in self.manager.get_hookcallers(plugin) or ()))
         self._plugins[name] = plugin
         self._records[name] = attrs.evolve(record, status=LOADED, descriptor=matching[0], hooks=hooks)
+        declared, derived = matching[0].capabilities, self._records[name].capabilities
+        if declared - derived:
+            log.warning("plugin %s declares %s but implements no hook for it; using its hooks: %s", name,
+                        ", ".join(sorted(declared - derived)), ", ".join(sorted(derived)) or "none")
         log.debug("plugin %s loaded from %s (hooks: %s)", name, record.value, ", ".join(hooks))
 
     def load(self, name: str) -> PluginRecord:
@@ -199,6 +218,10 @@ class PluginRegistry:
     def implements(self, name: str, hook: str) -> bool:
         return self.available(name) and hook in self._records[name].hooks
 
+    def capable(self, name: str, capability: str) -> bool:
+        """Whether backend ``name`` is loaded and implements the hook behind ``capability``."""
+        return self.available(name) and capability in self._records[name].capabilities
+
     def call(self, name: str, hook: str, **kwargs: Any) -> Any:
         """Call ``hook`` on backend ``name``'s plugin only; returns its single result.
 
@@ -208,15 +231,23 @@ class PluginRegistry:
             if not self.available(name):
                 raise UnknownBackendError(name, [n for n, r in self._records.items() if r.status == LOADED])
             raise PluginError(f"backend {name!r} does not implement {hook}")
-        caller = self._callers.get((name, hook))
-        if caller is None:
-            plugin = self._plugins[name]
-            others = [p for p in self.manager.get_plugins() if p is not plugin]
-            caller = self._callers[(name, hook)] = self.manager.subset_hook_caller(hook, remove_plugins=others)
-        results = [result for result in caller(**kwargs) if result is not None]
-        if len(results) != 1:
-            raise PluginError(f"backend {name!r} returned {len(results)} results from {hook}, expected 1")
-        return results[0]
+        result = self._call_plugin(self._plugins[name], hook, kwargs)
+        if result is None:
+            raise PluginError(f"backend {name!r} returned nothing from {hook}")
+        return result
+
+    def _call_plugin(self, plugin: object, hook: str, kwargs: Mapping[str, Any]) -> Any:
+        """Call ``plugin``'s own implementation of ``hook`` with the arguments it names.
+
+        Never goes through a pluggy hook caller: those call every registered plugin, including ones
+        loaded after a caller was made, so one backend would get another's call and options.
+        """
+        caller = getattr(self.manager.hook, hook, None)
+        impls = [impl for impl in (caller.get_hookimpls() if caller else ()) if impl.plugin is plugin]
+        if len(impls) != 1:
+            raise PluginError(f"plugin {self.manager.get_name(plugin)!r} has {len(impls)} implementations of {hook}")
+        impl = impls[0]
+        return impl.function(**{arg: kwargs[arg] for arg in impl.argnames})
 
     def call_all(self, hook: str, **kwargs: Any) -> dict[str, Any]:
         """Call ``hook`` on every loaded plugin that implements it; an exception becomes that plugin's result."""
@@ -237,10 +268,8 @@ class PluginRegistry:
         for name in sorted(self._plugins):
             if "storage_register_commands" not in self._records[name].hooks:
                 continue
-            plugin = self._plugins[name]
-            others = [p for p in self.manager.get_plugins() if p is not plugin]
             try:
-                self.manager.subset_hook_caller("storage_register_commands", remove_plugins=others)(cli=cli)
+                self._call_plugin(self._plugins[name], "storage_register_commands", {"cli": cli})
             except Exception as error:
                 log.error("plugin %s could not register its commands: %r", name, error)
                 errors[name] = error

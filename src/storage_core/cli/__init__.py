@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import click
@@ -49,20 +50,32 @@ def build_cli() -> click.Group:
 
 
 def main() -> None:
-    """Console-script entry point; storage-core errors print a one-line message and exit 2."""
+    """Console-script entry point; storage-core errors print a one-line message and exit 2, Ctrl-C exits 130.
+
+    Exit codes are listed in ``storage_core.cli.common`` and the README.
+    """
+    # bittensor 10.x parses sys.argv when imported (its logging flags) and would answer our --help with its own;
+    # BT_NO_PARSE_CLI_ARGS is its documented switch for programs that own their command line.
+    os.environ.setdefault("BT_NO_PARSE_CLI_ARGS", "1")
+    from storage_core.cli.common import EXIT_FAILED, EXIT_INPUT, EXIT_INTERRUPTED
+
     try:
         group = build_cli()
         code = group(prog_name="storage-core", standalone_mode=False)
         if isinstance(code, int) and code:
             sys.exit(code)
-    except click.exceptions.Abort:
-        click.echo("Aborted.", err=True)
-        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except click.exceptions.Abort as abort:  # click turns Ctrl-C into Abort; a "no" at a prompt is one too
+        interrupted = isinstance(abort.__cause__, KeyboardInterrupt)
+        click.echo("Interrupted." if interrupted else "Aborted.", err=True)
+        sys.exit(EXIT_INTERRUPTED if interrupted else EXIT_FAILED)
     except click.ClickException as error:
         error.show()
         sys.exit(error.exit_code)
     except StorageCoreError as error:
         click.echo(f"error: {error}", err=True)
-        sys.exit(2)
+        sys.exit(EXIT_INPUT)
     except SystemExit:
         raise

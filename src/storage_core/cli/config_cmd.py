@@ -23,6 +23,7 @@ from storage_core.config import (
     DEFAULT_CONFIG,
     POLICIES,
     StorageConfig,
+    check_options,
     decode_chain_payload,
     encode_for_chain,
     parse_config_json,
@@ -30,8 +31,8 @@ from storage_core.config import (
 )
 from storage_core.cli.output import flatten
 from storage_core.cli.common import chain_options as _chain_options
-from storage_core.cli.common import need_netuid, open_subtensor, wallet_options
-from storage_core.errors import StorageCoreError
+from storage_core.cli.common import EXIT_FAILED, InputError, has_config, need_netuid, open_subtensor, wallet_options
+from storage_core.errors import ConfigError, StorageCoreError
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,8 @@ def _commit_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="Write the canonical JSON document here (publish it at --pointer-url)."),
         click.option("--dry-run", is_flag=True, help="Show what would be committed; commit nothing."),
         click.option("-y", "--yes", is_flag=True, help="Commit without asking."),
+        click.option("--allow-unknown-backend", "allow_unknown", is_flag=True,
+                     help="Add a backend no installed plugin provides (its options cannot be checked)."),
     ]
     return functools.reduce(lambda f, option: option(f), reversed(options), func)
 
@@ -112,6 +115,52 @@ def apply_changes(config: StorageConfig, changes: list[tuple[str, str, Any]]) ->
     return config
 
 
+def installed_specs() -> tuple[dict[str, Any], list[str]]:
+    """Option specs of every installed plugin that loads (backend id -> specs), and every id installed at all."""
+    from storage_core.plugins import PluginRegistry
+
+    records = PluginRegistry().load_all()
+    return {r.name: r.descriptor.options for r in records if r.descriptor}, [r.name for r in records]
+
+
+def check_against_plugins(current: StorageConfig, new: StorageConfig, allow_unknown: bool) -> StorageConfig:
+    """Refuse a change the installed plugins reject (option names, types, required options, secrets on chain).
+
+    Problems of backends this command does not change are warnings (they are on chain already); a backend no
+    installed plugin provides is refused when newly added unless ``allow_unknown``.
+    """
+    specs, installed = installed_specs()
+    checked, problems, warnings = check_options(new, specs, installed)
+    touched = {b for b in new.backends if new.backends[b] != current.backends.get(b)}
+    errors = [p for p in problems if p.field.split(".")[1] in touched]
+    warnings += [f"{p.field}: {p.problem} (already so before this change)" for p in problems if p not in errors]
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
+    added = sorted(b for b in new.backends if b not in specs and b not in current.backends)
+    if added and not allow_unknown:
+        errors.append(ConfigError(f"backends.{added[0]}", "no installed plugin provides this backend; install its "
+                                                          "plugin to check it, or pass --allow-unknown-backend"))
+    if errors:
+        raise InputError("the config would break nodes; nothing committed:\n" +
+                         "\n".join(f"  {error.field}: {error.problem}" for error in errors))
+    return checked
+
+
+def rollout_warnings(current: StorageConfig, new: StorageConfig) -> list[str]:
+    """A lowered rollout drops miners from a backend: validators stop looking for their data there."""
+    lines = []
+    for name, entry in sorted(new.backends.items()):
+        before = current.backends.get(name)
+        if before is not None and entry.rollout_percent < before.rollout_percent:
+            lines.append(f"rollout of {name} lowered from {before.rollout_percent}% to {entry.rollout_percent}%: "
+                         "miners above the new position stop writing there and validators stop checking it for "
+                         "them; their rows there are no longer looked at")
+        if before is not None and before.enabled and not entry.enabled:
+            lines.append(f"{name} switched off: validators stop checking it; rows only there can no longer be "
+                         "validated")
+    return lines
+
+
 def _current_config(subtensor: Any, netuid: int, mirror: Path | None, replace: bool) -> tuple[StorageConfig, Any]:
     from storage_core.chain.source import read_chain_config
 
@@ -149,8 +198,9 @@ def _publish(
     dry_run: bool,
     yes: bool,
     replace: bool = False,
+    allow_unknown: bool = False,
 ) -> None:
-    """Shared body of ``set`` and ``rollout``: read, change, show, confirm, commit, read back."""
+    """Shared body of ``set`` and ``rollout``: read, change, check against the plugins, show, confirm, commit."""
     from storage_core.chain.commitments import commit_payload, read_owner_hotkey
     from storage_core.chain.keys import hotkey_address
 
@@ -158,7 +208,7 @@ def _publish(
     try:
         subtensor = _open(network, chain_endpoint)
         current, reading = _current_config(subtensor, netuid, mirror, replace)
-        new = change(current)
+        new = check_against_plugins(current, change(current), allow_unknown)
         payload = encode_for_chain(new, pointer_url)
         owner = read_owner_hotkey(subtensor, netuid)
     except StorageCoreError as error:
@@ -169,6 +219,8 @@ def _publish(
     click.echo("changes:" if diff else "changes: none")
     for line in diff:
         click.echo(line)
+    for warning in rollout_warnings(current, new):
+        click.echo(f"warning: {warning}", err=True)
     data = payload.encode()
     chunks = split_commitment_fields(payload)
     click.echo(f"commitment ({len(data)} of {COMMITMENT_LIMIT} bytes, {len(chunks)} Raw field(s) of at most "
@@ -223,7 +275,11 @@ def get_command(
     netuid: int | None, network: str | None, chain_endpoint: str | None, mirror: Path | None, as_json: bool,
     cache_path: Path | None,
 ) -> None:
-    """Print the effective config and where each value came from (chain, environment, default)."""
+    """Print the effective config and where each value came from (chain, environment, default).
+
+    Exits 1 when the subnet has no config (nothing on chain, nothing in the environment): the values shown are
+    then only the built-in defaults.
+    """
     from storage_core.chain.source import ConfigSource
 
     netuid = _need_netuid(netuid)
@@ -251,6 +307,7 @@ def get_command(
             "config": resolved.config.to_dict(),
             "sources": {path: resolved.source_of(path) for path in flat},
         }, indent=2, sort_keys=True))
+        _exit_without_config(netuid, resolved)
         return
     click.echo(f"subnet {netuid}: owner hotkey {chain['owner_hotkey']}, chain config: {chain['status']}"
                + (f" (block {chain['block']})" if chain["block"] is not None else ""))
@@ -261,6 +318,14 @@ def get_command(
     width = max(len(path) for path in flat)
     for path, value in sorted(flat.items()):
         click.echo(f"{path.ljust(width)}  {_show(value)}  [{resolved.source_of(path)}]")
+    _exit_without_config(netuid, resolved)
+
+
+def _exit_without_config(netuid: int, resolved: Any) -> None:
+    if not has_config(resolved):
+        click.echo(f"subnet {netuid} has no storage config: nothing on chain and nothing in the environment "
+                   "(only the built-in defaults)", err=True)
+        raise SystemExit(EXIT_FAILED)
 
 
 @config_group.command("set")
@@ -275,6 +340,10 @@ def get_command(
 @click.option("--backend", "backend", default="s3", show_default=True, help="Backend that --set applies to.")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
               help="Set enabled, rollout_percent or an option of --backend; repeatable.")
+@click.option("--unset", "unset", multiple=True, metavar="OPTION",
+              help="Remove an option of --backend (nodes use the plugin's default); repeatable.")
+@click.option("--remove-backend", "remove", multiple=True, metavar="ID",
+              help="Remove a backend from the config (and from the fallback order); repeatable.")
 @click.option("--policy", type=click.Choice(POLICIES), default=None, help="Validation policy.")
 @click.option("--fallback-order", default=None, help="Comma-separated backend ids.")
 @click.option("--document", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
@@ -303,12 +372,27 @@ def set_command(**kwargs: Any) -> None:
         except StorageCoreError as error:
             raise click.ClickException(f"{kwargs['document']}: {error}") from error
     policy, order = kwargs["policy"], kwargs["fallback_order"]
-    if not changes and document is None and policy is None and order is None:
-        raise click.UsageError("nothing to set: give --use_s3, --rollout_percentage, --set KEY=VALUE, --document, ...")
+    unset, remove = kwargs["unset"], kwargs["remove"]
+    if not changes and document is None and policy is None and order is None and not unset and not remove:
+        raise click.UsageError("nothing to set: give --use_s3, --rollout_percentage, --set KEY=VALUE, --unset, "
+                               "--remove-backend, --document, ...")
 
     def change(current: StorageConfig) -> StorageConfig:
         config = apply_changes(document or current, changes)
         data = config.to_dict()
+        for name in unset:
+            options = data["backends"].get(kwargs["backend"], {}).get("options", {})
+            if name not in options:
+                raise click.UsageError(f"backend {kwargs['backend']!r} has no option {name!r} to unset")
+            del options[name]
+        for name in remove:
+            if name not in data["backends"]:
+                raise click.UsageError(f"the config has no backend {name!r} to remove")
+            if name in DEFAULT_CONFIG.backends:  # nodes merge the defaults below the chain: it would come back
+                raise click.UsageError(f"{name!r} is in the built-in defaults, so nodes would put it back; switch "
+                                       f"it off instead: --backend {name} --set enabled=false")
+            del data["backends"][name]
+            data["fallback_order"] = [b for b in data["fallback_order"] if b != name]
         if policy is not None:
             data["validation_policy"] = policy
         if order is not None:
@@ -322,6 +406,7 @@ def set_command(**kwargs: Any) -> None:
         mirror=kwargs["mirror"], wallet=(kwargs["wallet_name"], kwargs["wallet_hotkey"], kwargs["wallet_path"]),
         change=change, pointer_url=kwargs["pointer_url"], document_out=kwargs["document_out"],
         dry_run=kwargs["dry_run"], yes=kwargs["yes"], replace=kwargs["replace"] or document is not None,
+        allow_unknown=kwargs["allow_unknown"],
     )
 
 
@@ -347,7 +432,7 @@ def rollout_command(percentage: float, backend: str, **kwargs: Any) -> None:
         netuid=kwargs["netuid"], network=kwargs["network"], chain_endpoint=kwargs["chain_endpoint"],
         mirror=kwargs["mirror"], wallet=(kwargs["wallet_name"], kwargs["wallet_hotkey"], kwargs["wallet_path"]),
         change=change, pointer_url=kwargs["pointer_url"], document_out=kwargs["document_out"],
-        dry_run=kwargs["dry_run"], yes=kwargs["yes"],
+        dry_run=kwargs["dry_run"], yes=kwargs["yes"], allow_unknown=kwargs["allow_unknown"],
     )
 
 

@@ -7,7 +7,10 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from storage_core.cli.common import InputError
 
 from storage_core.chunks import COMPRESSION, COMPRESSIONS
 from storage_core.errors import StorageCoreError
@@ -80,10 +83,20 @@ def export_command(
     except ValueError as error:
         raise click.BadParameter(str(error)) from None
     options = ExportOptions(chunk_rows=chunk_rows, encoder=encoder, compression=compression)
-    try:
-        result = export(db_path, out_dir, watermark, options)
-    except StorageCoreError as error:
-        raise click.ClickException(str(error)) from None
+    if not db_path.is_file():
+        raise InputError(f"miner database {db_path} does not exist")
+    # rows, not bytes: the bar counts what the database holds; on stderr so stdout stays the result
+    with Progress(TextColumn("export"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"), TimeElapsedColumn(),
+                  console=Console(stderr=True), transient=True, disable=as_json) as bar:
+        task = bar.add_task("export", total=None)
+
+        def on_rows(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=max(total, done))
+
+        try:
+            result = export(db_path, out_dir, watermark, options, on_rows)
+        except StorageCoreError as error:  # the same bad database exits 2 here and in `upload`
+            raise InputError(str(error)) from None
     if as_json:
         click.echo(json.dumps(_result_dict(result), indent=2))
         return
@@ -94,9 +107,9 @@ def export_command(
     table = Table(title=f"Chunks written to {out_dir}")
     for column, justify in (("source", "left"), ("date", "left"), ("rows", "right"), ("bytes", "right")):
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
-    table.add_column("sha256", no_wrap=True, min_width=64)
+    table.add_column("sha256", no_wrap=True)  # the first 12 hex digits: the table fits 80 columns (--json: all)
     for staged in result.files:
-        table.add_row(staged.source, staged.date, f"{staged.rows:,}", f"{staged.size_bytes:,}", staged.sha256)
+        table.add_row(staged.source, staged.date, f"{staged.rows:,}", f"{staged.size_bytes:,}", staged.sha256[:12])
     console.print(table)
     console.print(
         f"{result.rows:,} rows in {len(result.files)} chunks, {result.total_bytes:,} bytes "

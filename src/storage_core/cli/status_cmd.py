@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from storage_core.cli.common import build_node, node_options
+from storage_core.cli.common import EXIT_FAILED, build_node, has_config, node_options
 from storage_core.cli.output import flatten, human_bytes, print_json, print_table
 from storage_core.cli.plugins_cmd import describe
 
@@ -45,7 +45,11 @@ def spool_backlog(state_dir: Path, now: float | None = None) -> dict[str, dict[s
 def status_command(netuid: int | None, network: str | None, chain_endpoint: str | None, mirror: Path | None,
                    wallet_name: str, wallet_hotkey: str, wallet_path: str | None, state_dir: Path | None,
                    as_json: bool) -> None:
-    """Show the effective config, this hotkey's backends and rollout positions, plugins, spool and last uploads."""
+    """Show the effective config, this hotkey's backends and rollout positions, plugins, spool and last uploads.
+
+    Exits 1 when the subnet has no storage config (nothing on chain or in the environment) or a backend selected
+    for this hotkey has no working plugin here (its data stays owed).
+    """
     from storage_core.miner import load_last_uploads
 
     node = build_node(netuid, network, chain_endpoint, mirror, wallet_name, wallet_hotkey, wallet_path, state_dir,
@@ -59,19 +63,28 @@ def status_command(netuid: int | None, network: str | None, chain_endpoint: str 
     plugins = describe(node.registry.records(), resolved.config)
     backlog = spool_backlog(node.state_dir)
     last = load_last_uploads(node.state_dir)
+    problems = [] if has_config(resolved) else [
+        f"subnet {node.netuid} has no storage config: nothing on chain and nothing in the environment "
+        "(the values shown are the built-in defaults)"]
+    problems += [f"{s.backend} is selected for this hotkey but cannot be uploaded to: {s.reason}"
+                 for s in selections if s.selected and not s.available]
     if as_json:
         print_json({
             "netuid": node.netuid, "hotkey": node.hotkey,
             "config": {path: {"value": value, "source": source} for path, (value, source) in fields.items()},
-            "selection": [{"backend": s.backend, "selected": s.selected, "position": s.position,
-                           "rollout_percent": s.rollout_percent, "reason": s.reason} for s in selections],
-            "plugins": plugins, "spool": backlog, "last_upload": last,
+            "selection": [{"backend": s.backend, "selected": s.selected, "available": s.available,
+                           "position": s.position, "rollout_percent": s.rollout_percent, "reason": s.reason}
+                          for s in selections],
+            "plugins": plugins, "spool": backlog, "last_upload": last, "problems": problems,
         })
+        if problems:
+            raise SystemExit(EXIT_FAILED)
         return
     print_table(f"config of subnet {node.netuid}", ["field", "value", "source"],
                 [[path, value, source] for path, (value, source) in sorted(fields.items())])
     print_table(f"backends for {node.hotkey}", ["backend", "selected", "position", "rollout", "why"],
-                [[s.backend, "yes" if s.selected else "no", s.position, f"{s.rollout_percent}%", s.reason]
+                [[s.backend, ("yes" if s.available else "yes, plugin unavailable") if s.selected else "no", s.position,
+                  f"{s.rollout_percent}%", s.reason]
                  for s in selections])
     print_table("plugins", ["id", "package", "version", "status"],
                 [[p["id"], p["package"], p["version"], p["status"]] for p in plugins])
@@ -82,3 +95,7 @@ def status_command(netuid: int | None, network: str | None, chain_endpoint: str 
                 [[name, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry["at"])), entry["status"],
                   entry["files"], human_bytes(entry["bytes"]), entry.get("error") or ""]
                  for name, entry in sorted(last.items())] or [["(never)", "", "", "", "", ""]])
+    for problem in problems:
+        click.echo(f"problem: {problem}", err=True)
+    if problems:
+        raise SystemExit(EXIT_FAILED)

@@ -9,14 +9,39 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, DownloadColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn
+from rich.markup import escape
+from rich.text import Text
 
-from storage_core.cli.common import build_node, node_options, parse_duration
+from storage_core.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, InputError, build_node, node_options, parse_duration
 from storage_core.cli.output import human_bytes, print_json, print_table
+from storage_core.errors import StorageCoreError
 from storage_core.export.round import RoundProgress
 from storage_core.values import UploadOutcome
 
 log = logging.getLogger(__name__)
+
+
+class CountColumn(ProgressColumn):
+    """``done/total rows`` for a task whose ``unit`` field is "rows", bytes (KiB, MiB...) otherwise."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._bytes = DownloadColumn()
+
+    def render(self, task: Task) -> Text:
+        if task.fields.get("unit") == "rows":
+            return Text(f"{int(task.completed):,}/{int(task.total or 0):,} rows", style="progress.download")
+        return self._bytes.render(task)
+
+
+def quiet_hub_progress() -> None:
+    """huggingface_hub draws a bar per file it sends; the round's own bars say the same, once."""
+    try:
+        from huggingface_hub.utils import disable_progress_bars
+    except ImportError:  # the HuggingFace plugin is optional
+        return
+    disable_progress_bars()
 
 
 class RoundProgressView:
@@ -36,12 +61,12 @@ class RoundProgressView:
             return
         if event.phase == "export":
             if self.export_task is None:
-                self.export_task = self.progress.add_task("export rows", total=max(event.total, 1))
+                self.export_task = self.progress.add_task("export", total=max(event.total, 1), unit="rows")
             self.progress.update(self.export_task, completed=event.completed, total=max(event.total, 1))
         elif event.phase == "upload":
             for backend in event.backends:
                 if backend not in self.backend_tasks:
-                    self.backend_tasks[backend] = self.progress.add_task(f"upload {backend}", total=0)
+                    self.backend_tasks[backend] = self.progress.add_task(f"upload {backend}", total=0, unit="bytes")
                 task = self.backend_tasks[backend]
                 self.progress.update(task, total=self.progress.tasks[task].total + event.total)
                 self._pending[backend] = self._pending.get(backend, 0) + event.total
@@ -53,6 +78,8 @@ def summary_rows(round_: Any) -> list[list[Any]]:
     for backend in round_.result.backends:
         tally = round_.tally(backend.backend)
         outcome = backend.status if not backend.error else f"{backend.status}: {backend.error}"
+        if backend.backend in round_.unavailable:
+            outcome = f"not uploaded, still owed: plugin not available ({round_.unavailable[backend.backend]})"
         if backend.stood_in_for:
             outcome += f" (fallback for {', '.join(backend.stood_in_for)})"
         rows.append([backend.backend, backend.files, tally.rows, human_bytes(backend.bytes),
@@ -63,6 +90,8 @@ def summary_rows(round_: Any) -> list[list[Any]]:
 def round_json(round_: Any) -> dict[str, Any]:
     data = round_.result.as_dict()
     data["selected"] = list(round_.selected)
+    data["unavailable"] = dict(round_.unavailable)
+    data["ok"] = round_.ok
     data["tallies"] = [{"backend": t.backend, "batches": t.batches, "rows": t.rows, "elapsed_s": round(t.elapsed_s, 3),
                         "fallback_for": list(t.fallback_for)} for t in round_.tallies]
     return data
@@ -86,24 +115,31 @@ def upload_command(db_path: Path, netuid: int | None, network: str | None, chain
     from storage_core.miner import MinerStorage
 
     if not db_path.is_file():
-        raise click.ClickException(f"miner database {db_path} does not exist")
+        raise InputError(f"miner database {db_path} does not exist")
     interval = parse_duration(every) if every else None
+    quiet_hub_progress()
     node = build_node(netuid, network, chain_endpoint, mirror, wallet_name, wallet_hotkey, wallet_path, state_dir)
     storage = MinerStorage(node, db_path, Spool(node.state_dir / "spool", max_bytes=spool_max_bytes))
     console = Console(stderr=True)
     server = storage.metrics.serve(metrics_port) if metrics_port is not None else None
-    failed = False
+    failed = interrupted = False
     try:
         while True:
+            changes = node.follow()  # every round uses the config the chain holds now
             if not as_json:
+                for change in changes:
+                    console.print(f"[yellow]config changed:[/] {escape(change)}", highlight=False)
                 for selection in node.selections():
                     mark = "[green]on[/]" if selection.selected else "[dim]off[/]"
                     console.print(f"{selection.backend}: {mark} — {selection.reason}")
-            with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeElapsedColumn(),
+            with Progress(TextColumn("{task.description}"), BarColumn(), CountColumn(), TimeElapsedColumn(),
                           console=console, transient=True, disable=as_json) as progress:
                 view = RoundProgressView(progress)
-                round_ = storage.upload_data(progress=view)
-            failed = not round_.result.ok
+                try:
+                    round_ = storage.upload_data(progress=view)
+                except StorageCoreError as error:  # a bad database or spool: exit 2, as `export` does
+                    raise InputError(str(error)) from None
+            failed = not round_.ok
             if as_json:
                 print_json(round_json(round_))
             else:
@@ -114,15 +150,21 @@ def upload_command(db_path: Path, netuid: int | None, network: str | None, chain
                             ["backend", "files", "rows", "bytes", "time", "outcome"], summary_rows(round_))
                 if result.backpressure:
                     console.print("[yellow]spool full: some rows wait for the next round[/]")
+                for backend, why in round_.unavailable.items():
+                    console.print(f"[red]{backend} is selected for this hotkey but its plugin is not available "
+                                  f"({escape(why)}); its data stays owed[/]", highlight=False)
             if interval is None:
                 break
             time.sleep(interval)
     except KeyboardInterrupt:
+        interrupted = True
         console.print("interrupted; the spool keeps what was not acknowledged")
     finally:
         storage.close()
         if server is not None:
             server.shutdown()
             server.server_close()
+    if interrupted:
+        raise SystemExit(EXIT_INTERRUPTED)
     if failed:
-        raise SystemExit(1)
+        raise SystemExit(EXIT_FAILED)
