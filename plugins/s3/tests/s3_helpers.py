@@ -68,21 +68,22 @@ def big_chunk(directory: Path, megabytes: float, seed: int = 0, source: str = "x
     times = [day + timedelta(seconds=i % 86_000) for i in range(rows)]
     uris = [f"https://x.com/big{seed}/status/{i:012d}" for i in range(rows)]
     texts = [os.urandom(1024).hex() for _ in range(rows)]
-    table = pa.Table.from_pydict(
-        {
-            "uri": uris,
-            "datetime": times,
-            "source": [source] * rows,
-            "label": ["#big"] * rows,
-            "content_size_bytes": [2048] * rows,
-            "username": [f"big{seed}"] * rows,
-            "text": texts,
-            "url": uris,
-            "timestamp": times,
-            "tweet_hashtags": [["#big"]] * rows,
-        },
-        schema=schema_for(source),
-    )
+    columns: dict[str, Any] = {
+        "uri": uris,
+        "datetime": times,
+        "source": [source] * rows,
+        "label": ["#big"] * rows,
+        "content_size_bytes": [2048] * rows,
+        "username": [f"big{seed}"] * rows,
+        "text": texts,
+        "url": uris,
+        "timestamp": times,
+        "tweet_hashtags": [["#big"]] * rows,
+    }
+    schema = schema_for(source)
+    for field in schema:  # columns this helper does not fill (the schema grows): nulls
+        columns.setdefault(field.name, pa.nulls(rows, field.type))
+    table = pa.Table.from_pydict(columns, schema=schema)
     return write_chunk(table, source, directory, compression="zstd")
 
 

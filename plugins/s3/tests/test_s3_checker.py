@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from storage_core.chunks import write_chunk
-from storage_core.config import DEFAULT_CONFIG
+from storage_core.config import parse_config
 from storage_core.dispatch import UNKNOWN, Dispatcher
 from storage_core.errors import BackendError
 from storage_core.layout import key_for, object_key
@@ -337,7 +337,8 @@ def test_grant_service_down_means_could_not_validate(deploy, keys, staging) -> N
     with pytest.raises(BackendError, match="gave up after 2 attempts"):
         validate(context, miner.ss58_address, uris_of(batch))
     # Through the dispatcher: the backend's part failed, so every URI is "unknown", never "invalid".
-    config = DEFAULT_CONFIG.evolve_backend("s3", enabled=True, rollout_percent=100, options=dict(context.options))
+    config = parse_config({"backends": {"s3": {"enabled": True, "rollout_percent": 100,
+                                               "options": dict(context.options)}}})
     registry = PluginRegistry(points=[], environ={}, extra_plugins={"s3": plugin})
     report = Dispatcher(registry, config, lambda _backend: context).validate(miner.ss58_address, uris_of(batch)[:3])
     assert [o.status for o in report.outcomes] == ["failed"]

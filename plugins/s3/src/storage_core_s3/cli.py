@@ -65,6 +65,12 @@ def s3_group() -> None:
 @click.option("--max-body-bytes", type=int, default=64 * 1024, show_default=True, help="Largest grant request body.")
 @click.option("--rate-limit", type=float, default=20.0, show_default=True, help="Requests per second per hotkey (0: off).")
 @click.option("--rate-burst", type=int, default=200, show_default=True)
+@click.option("--max-parts-per-grant", type=int, default=1000, show_default=True, help="Most parts one multipart grant signs.")
+@click.option("--max-pending-uploads", type=int, default=8, show_default=True, help="Open multipart uploads per hotkey.")
+@click.option("--daily-quota-bytes", type=int, default=100 * 1024**3, show_default=True,
+              help="Bytes each hotkey may be granted per UTC day (0: no quota).")
+@click.option("--trusted-proxy", multiple=True, envvar="STORAGE_CORE_S3_TRUSTED_PROXIES",
+              help="Peer address whose X-Forwarded-For is believed (repeatable; default: none).")
 @click.option("--nonce-db", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="SQLite file for replay protection shared by several workers on this host.")
 @click.option("--path-prefix", default="", help="Path prefix a gateway strips before forwarding (e.g. /s3-grants).")
@@ -101,6 +107,10 @@ def serve_command(**params: Any) -> None:
             rate_limit=params["rate_limit"],
             rate_burst=params["rate_burst"],
             path_prefix=params["path_prefix"],
+            max_parts_per_grant=params["max_parts_per_grant"],
+            max_pending_uploads=params["max_pending_uploads"],
+            daily_quota_bytes=params["daily_quota_bytes"],
+            trusted_proxies=tuple(params["trusted_proxy"]),
         )
     except ValueError as error:
         raise click.UsageError(str(error)) from None
@@ -132,14 +142,17 @@ def serve_command(**params: Any) -> None:
         "nonce_store": str(params["nonce_db"]) if params["nonce_db"] else "memory (one worker)",
         "listen": f"http://{params['host']}:{params['port']}",
         "credentials": "configured" if settings.access_key else "boto3 default chain",
+        "trusted_proxies": list(settings.trusted_proxies),
+        "daily_quota_bytes": settings.daily_quota_bytes,
     }
     if params["check_only"]:
         click.echo(json.dumps(summary, indent=2))
         return
     _configure_logging(params["log_level"])
     log.info("grant service starting: %s", json.dumps(summary, sort_keys=True))
+    # uvicorn's proxy headers stay off: the app believes X-Forwarded-For only from --trusted-proxy peers.
     uvicorn.run(app, host=params["host"], port=params["port"], log_level="warning", access_log=False,
-                proxy_headers=True, forwarded_allow_ips="127.0.0.1")
+                proxy_headers=False)
 
 
 def _service_hotkey(params: dict[str, Any]) -> str:

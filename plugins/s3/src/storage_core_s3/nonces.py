@@ -20,6 +20,8 @@ from storage_core.chain.http_auth import NonceStore, memory_nonce_store
 class SqliteNonceStore:
     """A nonce store in a SQLite file that every worker process on the host opens."""
 
+    persistent = True  # survives a restart: the service need not refuse requests signed before it started
+
     def __init__(self, path: Path | str, retention: float = 130.0, purge_every: int = 1000) -> None:
         self.path = Path(path)
         self.retention = float(retention)

@@ -22,7 +22,8 @@ class ServerThread:
         self.host = host
         self.port = port
         self.startup_timeout = startup_timeout
-        config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False, lifespan="off")
+        config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False, lifespan="off",
+                                     proxy_headers=False)  # the app decides whom to trust (trusted_proxies)
         self._server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
