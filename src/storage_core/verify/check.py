@@ -99,6 +99,9 @@ class _Check:
         self.rows: list[StoredRow] = []
         self.opened = 0
         self.lock = threading.Lock()
+        #: (object key, row group) whose rows reach back past the freshness window: the oldest day only.
+        self.edge_groups: set[tuple[str, int]] = set()
+        self.stale: dict[str, str] = {}  # URI -> why its row is stale
 
     # -- 1 and 2: which objects, opened -----------------------------------------------------------
 
@@ -139,7 +142,6 @@ class _Check:
         paths = [metadata.schema.column(i).path for i in range(metadata.num_columns)]
         when, source, size = paths.index("datetime"), paths.index("source"), paths.index("content_size_bytes")
         day_start = datetime.fromisoformat(name.date).replace(tzinfo=UTC)
-        low_limit = max(day_start, self.rules.oldest())
         high_limit = min(day_start + timedelta(days=1), self.rules.now + FUTURE_SKEW)
         for group in opened.row_groups:
             columns = metadata.row_group(group.index)
@@ -148,10 +150,13 @@ class _Check:
                 raise ObjectError(opened.key, f"row group {group.index} has no datetime statistics")
             low = _EPOCH + timedelta(microseconds=stats.min_raw)
             high = _EPOCH + timedelta(microseconds=stats.max_raw)
-            if low < low_limit or high >= high_limit:
-                why = "stale or relabelled" if low < day_start or high >= day_start + timedelta(days=1) else "stale"
+            if low < day_start or high >= high_limit:
+                why = "in the future" if high >= self.rules.now + FUTURE_SKEW else "relabelled"
                 raise ObjectError(opened.key, f"row group {group.index} holds datetimes {low.isoformat()} to "
-                                              f"{high.isoformat()}, outside {name.date} within the window ({why})")
+                                              f"{high.isoformat()}, outside its partition {name.date} ({why})")
+            if low < self.rules.oldest():  # the window's oldest day: which rows are stale is read per row
+                with self.lock:
+                    self.edge_groups.add((opened.key, group.index))
             stats = columns.column(source).statistics
             if stats is None or not stats.has_min_max or {_text(stats.min), _text(stats.max)} != {name.source}:
                 raise ObjectError(opened.key, f"row group {group.index}: source column is not all {name.source!r}")
@@ -166,18 +171,27 @@ class _Check:
         wanted = [uri for uri in sought if source_of_uri(uri) in (None, opened.name.source)]
         groups = [group for group in opened.row_groups if any(group.may_hold(uri) for uri in wanted)]
         hits: list[tuple[str, _Occurrence]] = []
+        stale: dict[str, str] = {}
+        oldest = self.rules.oldest()
         try:
             for group in groups:
+                edge = (opened.key, group.index) in self.edge_groups
                 with miner_bytes(opened.key, f"row group {group.index} uri values"):
-                    column = read_columns(opened, group, ["uri"]).column("uri").to_pylist()
+                    table = read_columns(opened, group, ["uri", "datetime"] if edge else ["uri"])
+                    column = table.column("uri").to_pylist()
+                    times = table.column("datetime").to_pylist() if edge else None
                 for row, value in enumerate(column):
                     if value in sought:
                         hits.append((value, _Occurrence(opened, group, row)))
+                        if times is not None and times[row] < oldest:
+                            stale[value] = (f"stale: datetime {times[row].isoformat()} is older than the "
+                                            f"{self.settings.freshness_days}-day freshness window")
         except ObjectError as error:
             with self.lock:
                 self.problems[opened.key] = error.problem
             return
         with self.lock:
+            self.stale.update(stale)
             for uri, occurrence in hits:
                 self.seen[uri].append(occurrence)
 
@@ -204,6 +218,9 @@ class _Check:
                 self.problems[opened.key] = error.problem
                 continue
             for uri, row in rows.items():
+                if uri in self.stale:  # an honest row that has aged out: invalid, but no sign of a cheat
+                    self.rows.append(StoredRow(uri=uri, key=opened.key, values=row, problem=self.stale[uri]))
+                    continue
                 problem = row_problem(row, uri, opened.name, self.rules) or reference_problem(
                     row, truth.get(uri), opened.name.source)
                 self.rows.append(StoredRow(uri=uri, key=opened.key, values=row, problem=problem))
@@ -231,6 +248,8 @@ class _Check:
             bad = [o.file.key for o in occurrences if o.file.key in self.problems]
             if bad:
                 rejected[uri] = f"stored in {bad[0]}, which cannot be trusted: {self.problems[bad[0]]}"
+            elif uri in self.stale:
+                rejected[uri] = self.stale[uri]
             elif len(occurrences) > 1:
                 keys = sorted({o.file.key for o in occurrences})
                 rejected[uri] = f"duplicate: stored {len(occurrences)} times (in {', '.join(keys)})"

@@ -104,8 +104,6 @@ def row_problem(row: Mapping[str, Any], claimed_uri: str, name: ObjectName, rule
         return f"datetime {when.isoformat()} is not in the date partition {name.date}"
     if when > rules.now + FUTURE_SKEW:
         return f"datetime {when.isoformat()} is in the future"
-    if when < rules.oldest():
-        return f"stale: datetime {when.isoformat()} is older than the {rules.freshness.days}-day freshness window"
     size = row.get("content_size_bytes")
     if not isinstance(size, int) or size <= 0 or size > MAX_CONTENT_BYTES:
         return f"content_size_bytes {size!r} is not a post's size"
