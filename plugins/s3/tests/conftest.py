@@ -69,9 +69,11 @@ class GrantDeployment:
 
 
 def _deployer(seaweed: SeaweedFS, keys: dict[str, Any], membership: StaticMembership,
-              servers: list[ServerThread]) -> Callable[..., GrantDeployment]:
+              servers: list[ServerThread], buckets: list[str] | None = None) -> Callable[..., GrantDeployment]:
     def make(bucket: str | None = None, membership_: Any = None, **settings: Any) -> GrantDeployment:
         name = seaweed.create_bucket(bucket)
+        if buckets is not None and bucket is None:
+            buckets.append(name)
         grant_settings = GrantSettings(
             bucket=name,
             service_hotkey=keys["service"].ss58_address,
@@ -92,11 +94,14 @@ def _deployer(seaweed: SeaweedFS, keys: dict[str, Any], membership: StaticMember
 
 @pytest.fixture
 def deploy(seaweed: SeaweedFS, keys: dict[str, Any], membership: StaticMembership) -> Iterator[Callable[..., GrantDeployment]]:
-    """Factory: ``deploy(**settings)`` makes a fresh bucket with its own grant service, stopped after the test."""
+    """Factory: ``deploy(**settings)`` makes a fresh bucket with its own grant service; both go after the test."""
     servers: list[ServerThread] = []
-    yield _deployer(seaweed, keys, membership, servers)
+    buckets: list[str] = []
+    yield _deployer(seaweed, keys, membership, servers, buckets)
     for server in servers:
         server.stop()
+    for bucket in buckets:  # a bucket holds volumes of its own: free them for the tests that follow
+        seaweed.delete_bucket(bucket)
 
 
 @pytest.fixture(scope="session")

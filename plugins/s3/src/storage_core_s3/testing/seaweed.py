@@ -66,6 +66,10 @@ def _die_with_parent() -> None:
         pass
 
 
+#: Volumes the server may create (they are sparse files: a count, not disk reserved up front).
+MAX_VOLUMES = 2000
+
+
 class SeaweedError(RuntimeError):
     """SeaweedFS could not be found, started or stopped; the message includes its log tail."""
 
@@ -174,6 +178,9 @@ class SeaweedFS:
             f"-s3.config={self.directory / 'identities.json'}",
             "-admin.ui=false",
             "-webdav=false",
+            # Each bucket is a collection with volumes of its own; by default the volume count follows the
+            # free disk (~free / 128 MB), so a test run's many buckets could run out on a busy disk.
+            f"-volume.max={MAX_VOLUMES}",
         ]
         args += [f"-{flag}={port}" for flag, port in self.ports.items() if flag != "s3.port"]
         args += [f"-{flag}=0" for flag in DISABLED_PORT_FLAGS]
@@ -356,6 +363,20 @@ class SeaweedFS:
             if error.response.get("Error", {}).get("Code") not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                 raise
         return name
+
+    def delete_bucket(self, name: str) -> None:
+        """Empty and delete a bucket (its uploads aborted too): SeaweedFS frees the bucket's volumes with it.
+
+        A bucket that is already gone is fine (a test may have deleted it on purpose).
+        """
+        if name not in {bucket["Name"] for bucket in self.admin.list_buckets().get("Buckets", ())}:
+            return
+        for upload in self.admin.list_multipart_uploads(Bucket=name).get("Uploads", ()):
+            self.admin.abort_multipart_upload(Bucket=name, Key=upload["Key"], UploadId=upload["UploadId"])
+        keys = self.list_keys(name)
+        for start in range(0, len(keys), 1000):
+            self.admin.delete_objects(Bucket=name, Delete={"Objects": [{"Key": key} for key in keys[start:start + 1000]]})
+        self.admin.delete_bucket(Bucket=name)
 
     def list_keys(self, bucket: str, prefix: str = "") -> list[str]:
         """Every key in ``bucket`` under ``prefix`` (all pages), as the admin sees them."""
