@@ -51,10 +51,10 @@ class ChecksummedStore(MemoryStore):
 
 def _database(rows: int) -> Path:
     """A cached 30-day miner database (generated once per day it is used: its dates follow today)."""
-    path = DATA / f"validate-{rows}-{DEFAULT_END.date().isoformat()}.sqlite"
+    path = DATA / f"validate-v2-{rows}-{DEFAULT_END.date().isoformat()}.sqlite"
     if not path.exists():
         DATA.mkdir(parents=True, exist_ok=True)
-        for old in DATA.glob(f"validate-{rows}-*.sqlite*"):
+        for old in DATA.glob(f"validate-*{rows}-*.sqlite*"):
             old.unlink()
         partial = path.with_name(path.name + ".tmp")
         create_miner_db(partial, rows, seed=7, days=30)

@@ -163,7 +163,7 @@ def test_string_views_are_encoded_and_other_types_refused():
     views = pa.array(["x" * 40, None, "short"], pa.string_view())
     out = ENCODER.encode_array("url", views)
     assert out.type == pa.string()
-    _assert_encodes(views.cast(pa.string()), out)
+    _assert_encodes(pa.array(views.to_pylist(), pa.string()), out)  # (pyarrow 17 cannot cast string_view)
     with pytest.raises(TypeError, match="not a string array"):
         ENCODER.encode_array("url", pa.array([1, 2]))
 

@@ -63,7 +63,7 @@ class World:
     def stored(self) -> Counter:
         counts: Counter = Counter()
         for path in self.root.rglob("*.parquet"):
-            counts.update(pq.read_table(path, columns=["uri"]).column("uri").to_pylist())
+            counts.update(pq.ParquetFile(path).read(columns=["uri"]).column("uri").to_pylist())
         return counts
 
     def uris(self) -> set[str]:

@@ -40,7 +40,7 @@ class LocalPublisher:
         """How many times each uri is stored in a backend, over every parquet file it holds."""
         counts: Counter = Counter()
         for path in (self.root / backend).rglob("*.parquet"):
-            counts.update(pq.read_table(path, columns=["uri"]).column("uri").to_pylist())
+            counts.update(pq.ParquetFile(path).read(columns=["uri"]).column("uri").to_pylist())
         return counts
 
 

@@ -55,7 +55,7 @@ def test_dispatcher_upload_is_the_publisher(tmp_path, miner_keys):
     assert first.backend("local").status == "ok" and first.backend("flaky").status == "failed"
     stored = Counter()
     for path in root.rglob("*.parquet"):
-        stored.update(pq.read_table(path, columns=["uri"]).column("uri").to_pylist())
+        stored.update(pq.ParquetFile(path).read(columns=["uri"]).column("uri").to_pylist())
     assert len(stored) == 800 and max(stored.values()) == 1
     owed = {f.sha256 for f in spool.ledger.chunks()}
     assert owed and spool.used_bytes() > 0

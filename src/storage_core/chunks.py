@@ -251,5 +251,6 @@ def read_uris(paths: Iterable[Path]) -> set[str]:
     """All URIs in the given chunks, reading only the uri column."""
     uris: set[str] = set()
     for path in paths:
-        uris.update(pq.read_table(path, columns=["uri"]).column("uri").to_pylist())
+        # ParquetFile, not read_table: pyarrow 17 would read the key=value path segments as hive partitions
+        uris.update(pq.ParquetFile(path).read(columns=["uri"]).column("uri").to_pylist())
     return uris

@@ -8,13 +8,14 @@ message a subnet owner can act on.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import re
 from typing import Any
 
 import attrs
 
+from storage_core.chain import sdk
+from storage_core.chain.sdk import blocking_result
 from storage_core.config import COMMITMENT_FIELD_BYTES, COMMITMENT_FIELDS, split_commitment_fields
 from storage_core.errors import ChainError
 
@@ -52,32 +53,16 @@ def _network(subtensor: Any) -> str:
 
 def _reading(subtensor: Any, what: str, read: Any) -> Any:
     try:
-        value = read()
+        return read()
     except ChainError:
         raise
     except Exception as error:  # the SDK raises connection, RPC and decoding errors of several types
-        raise ChainError(f"cannot read {what} from {_network(subtensor)}: {error}") from error
-    return blocking_result(value)
-
-
-def blocking_result(value: Any) -> Any:
-    """Refuse the awaited (async) client: storage-core's chain calls are blocking."""
-    if inspect.isawaitable(value):
-        if inspect.iscoroutine(value):
-            value.close()
-        raise ChainError("storage-core needs a blocking bittensor.Subtensor (not awaited); pass bt.Subtensor(network)")
-    return value
+        raise ChainError(f"cannot read {what} from {_network(subtensor)}: {sdk.one_line(error)}") from error
 
 
 def read_owner_hotkey(subtensor: Any, netuid: int) -> str:
     """The subnet owner's hotkey (ChainError when the subnet does not exist or has none)."""
-    import bittensor as bt
-
-    owner = _reading(
-        subtensor,
-        f"the owner hotkey of subnet {netuid}",
-        lambda: subtensor.query(bt.storage.SubtensorModule.SubnetOwnerHotkey, [netuid]),
-    )
+    owner = _reading(subtensor, f"the owner hotkey of subnet {netuid}", lambda: sdk.owner_hotkey(subtensor, netuid))
     if not owner:
         raise ChainError(f"subnet {netuid} has no owner hotkey on {_network(subtensor)}: does the subnet exist?")
     return str(owner)
@@ -88,17 +73,31 @@ def hotkey_uid(subtensor: Any, netuid: int, hotkey: str) -> int | None:
     return _reading(
         subtensor,
         f"the registration of {hotkey} on subnet {netuid}",
-        lambda: subtensor.read("uid", hotkey_ss58=hotkey, netuid=netuid),
+        lambda: sdk.hotkey_uid(subtensor, netuid, hotkey),
     )
 
 
+def _field_bytes(value: Any) -> bytes:
+    if isinstance(value, str):
+        return bytes.fromhex(value.removeprefix("0x"))
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value)
+    if isinstance(value, (list, tuple)) and len(value) == 1 and not isinstance(value[0], int):
+        return _field_bytes(value[0])  # a newtype wrapper around the bytes
+    return bytes(value)  # a sequence of byte values
+
+
 def _raw_bytes(fields: list[Any]) -> bytes:
+    """The Raw fields' bytes joined; the two SDKs decode fields as variant dicts, maybe inside a newtype list."""
     data = b""
     for entry in fields:
+        if isinstance(entry, (list, tuple)) and entry and not isinstance(entry[0], str):
+            data += _raw_bytes(list(entry))
+            continue
         items = entry.items() if isinstance(entry, dict) else [tuple(entry)]
         for variant, value in items:
-            if _RAW_VARIANT.match(str(variant)) and isinstance(value, str):
-                data += bytes.fromhex(value.removeprefix("0x"))
+            if _RAW_VARIANT.match(str(variant)):
+                data += _field_bytes(value)
     return data
 
 
@@ -107,11 +106,11 @@ def read_commitment(subtensor: Any, netuid: int, hotkey: str) -> CommitmentRecor
     commitment = _reading(
         subtensor,
         f"the commitment of {hotkey} on subnet {netuid}",
-        lambda: subtensor.read("commitment", netuid=netuid, hotkey_ss58=hotkey),
+        lambda: sdk.commitment(subtensor, netuid, hotkey),
     )
     if commitment is None:
         return None
-    return CommitmentRecord(hotkey=hotkey, block=int(commitment.block), payload=_raw_bytes(list(commitment.fields)))
+    return CommitmentRecord(hotkey=hotkey, block=commitment.block, payload=_raw_bytes(commitment.fields))
 
 
 def commitment_fields(payload: str) -> list[dict[str, str]]:
@@ -144,23 +143,19 @@ def commit_payload(subtensor: Any, netuid: int, signer: Any, payload: str) -> Co
     The payload is split into Raw fields of at most 128 bytes; the chain's own checks (registration,
     space quota, field count) are reported as ChainError naming what to do.
     """
-    import bittensor as bt
-
     from storage_core.chain.keys import hotkey_address
 
     hotkey = hotkey_address(signer)
     fields = commitment_fields(payload)
-    call = bt.calls.Commitments.set_commitment(netuid=netuid, info={"fields": fields})
+    chunks = tuple(bytes.fromhex(next(iter(f.values())).removeprefix("0x")) for f in fields)
     try:
-        result = blocking_result(subtensor.submit_call(call, signer, signer="hotkey"))
+        result = sdk.set_commitment(subtensor, netuid, signer, list(chunks))
     except ChainError:
         raise
     except Exception as error:  # encoding, connection and signing failures
-        raise ChainError(f"could not submit the commitment to {_network(subtensor)}: {error}") from error
+        raise ChainError(f"could not submit the commitment to {_network(subtensor)}: {sdk.one_line(error)}") from error
     if not result.success:
-        name = getattr(result.error, "name", None)
-        raise ChainError(_explain_failure(name, result.message, netuid, hotkey))
-    chunks = tuple(bytes.fromhex(next(iter(f.values())).removeprefix("0x")) for f in fields)
+        raise ChainError(_explain_failure(result.error_name, result.message, netuid, hotkey))
     logger.info("committed %d bytes on subnet %d as %s (%s)", len(payload.encode()), netuid, hotkey, result.extrinsic_id)
     return CommitReceipt(
         netuid=netuid,
@@ -180,5 +175,6 @@ __all__ = [
     "commitment_fields",
     "hotkey_uid",
     "read_commitment",
+    "blocking_result",
     "read_owner_hotkey",
 ]

@@ -1,4 +1,5 @@
-"""Hotkey-signed HTTP requests: the core's wrapper over bittensor 11's ``bt.http_auth`` (protocol ``btauth/1``).
+"""Hotkey-signed HTTP requests (protocol ``btauth/1``): bittensor 11's ``bt.http_auth``, or under bittensor
+10.3 (which has none) ``storage_core.chain.btauth``, the same bytes signed with the SDK's Keypair.
 
 Plugins (the S3 grant service and its clients) sign and verify requests through this module and never
 import bittensor themselves. A request is signed over its method, request target (path plus query),
@@ -17,9 +18,13 @@ import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from bittensor import http_auth as _bt_auth
-
+from storage_core.chain import sdk
 from storage_core.errors import StorageCoreError
+
+if sdk.HAS_HTTP_AUTH:
+    from bittensor import http_auth as _bt_auth
+else:
+    from storage_core.chain import btauth as _bt_auth  # type: ignore[no-redef]
 
 #: Header names of the protocol (a gateway in front of a verifier must pass them through unchanged).
 HEADER_VERSION = _bt_auth.HEADER_VERSION

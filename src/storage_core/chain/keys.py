@@ -1,34 +1,32 @@
-"""Hotkeys and wallets: the signers that miners and validators act with."""
+"""Hotkeys and wallets: the signers that miners and validators act with (bittensor 10.3 or 11, see ``sdk``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-import bittensor as bt
-from bittensor_core import Keypair
-
+from storage_core.chain.sdk import Keypair, Wallet
 from storage_core.errors import StorageCoreError
 
 
-def keypair_from_uri(uri: str) -> Keypair:
+def keypair_from_uri(uri: str) -> Any:
     """A deterministic development keypair, e.g. ``//Alice`` or ``//miner-3``."""
     return Keypair.create_from_uri(uri)
 
 
-def new_keypair() -> Keypair:
+def new_keypair() -> Any:
     """A fresh random sr25519 keypair."""
     return Keypair.create_from_mnemonic(Keypair.generate_mnemonic(12))
 
 
-def public_keypair(ss58_address: str) -> Keypair:
+def public_keypair(ss58_address: str) -> Any:
     """A verify-only keypair for an ss58 address."""
     return Keypair(ss58_address=ss58_address)
 
 
 def create_wallet(name: str, hotkey: str, path: Path | str) -> Any:
     """Create (or overwrite) an unencrypted wallet on disk; for demos and tests."""
-    wallet = bt.Wallet(name=name, hotkey=hotkey, path=str(path))
+    wallet = Wallet(name=name, hotkey=hotkey, path=str(path))
     wallet.create_new_coldkey(use_password=False, suppress=True, overwrite=True)
     wallet.create_new_hotkey(use_password=False, suppress=True, overwrite=True)
     return wallet
@@ -39,12 +37,15 @@ def load_wallet(name: str, hotkey: str, path: Path | str | None = None) -> Any:
     kwargs: dict[str, Any] = {"name": name, "hotkey": hotkey}
     if path is not None:
         kwargs["path"] = str(path)
-    wallet = bt.Wallet(**kwargs)
+    wallet = Wallet(**kwargs)
+    where = Path(wallet.hotkey_file.path).expanduser()  # the file the SDK itself will open
+    if not where.exists():  # the two SDKs word this differently; say it once, the same way
+        raise StorageCoreError(f"cannot open wallet {name!r} hotkey {hotkey!r}: no hotkey file at {where}")
     try:
         wallet.hotkey  # noqa: B018 - loads the hotkey file
-    except Exception as error:  # bittensor raises several types for missing or unreadable files
-        where = Path(kwargs.get("path", "~/.bittensor/wallets")).expanduser() / name / "hotkeys" / hotkey
-        raise StorageCoreError(f"cannot open wallet {name!r} hotkey {hotkey!r} at {where}: {error}") from error
+    except Exception as error:  # bittensor raises several types for unreadable files
+        detail = " ".join(str(error).split())
+        raise StorageCoreError(f"cannot open wallet {name!r} hotkey {hotkey!r} at {where}: {detail}") from error
     return wallet
 
 

@@ -33,21 +33,16 @@ class MembershipView:
 
 def read_membership(subtensor: Any, netuid: int) -> MembershipView:
     """Read the subnet's registrations and validator permits from the chain."""
-    import bittensor as bt
-
-    from storage_core.chain.commitments import blocking_result
+    from storage_core.chain import sdk
 
     try:
-        keys = blocking_result(subtensor.query_map(bt.storage.SubtensorModule.Keys, [netuid]))
-        permits = blocking_result(subtensor.query(bt.storage.SubtensorModule.ValidatorPermit, [netuid])) or []
-        block = subtensor.block
+        by_uid, permits, block = sdk.neurons(subtensor, netuid)
     except ChainError:
         raise
     except Exception as error:  # the SDK raises connection, RPC and decoding errors of several types
-        raise ChainError(f"cannot read the neurons of subnet {netuid}: {error}") from error
-    by_uid = {int(uid): str(hotkey) for uid, hotkey in keys}
+        raise ChainError(f"cannot read the neurons of subnet {netuid}: {sdk.one_line(error)}") from error
     validators = {hotkey for uid, hotkey in by_uid.items() if uid < len(permits) and permits[uid]}
-    return MembershipView(netuid, frozenset(by_uid.values()), frozenset(validators), int(block))
+    return MembershipView(netuid, frozenset(by_uid.values()), frozenset(validators), block)
 
 
 class ChainMembership:

@@ -1,4 +1,4 @@
-"""Open a bittensor 11 ``Subtensor`` for a network name, a ws(s) endpoint, or the file-backed dev chain.
+"""Open a blocking bittensor ``Subtensor`` (10.3 or 11) for a network name, a ws(s) endpoint, or the file-backed dev chain.
 
 Network selection, in order: ``devchain:PATH`` or ``devchain`` with ``chain_endpoint=PATH``; a ws(s)://
 ``chain_endpoint``; a network name (finney, test, local, ...). With no network given, the
@@ -63,19 +63,12 @@ def resolve_target(
 def open_subtensor(
     network: str | None = None, chain_endpoint: str | None = None, environ: dict[str, str] | None = None
 ) -> Any:
-    """A blocking ``bittensor.Subtensor`` (it connects on first use)."""
+    """A blocking ``bittensor.Subtensor`` (11.x connects on first use, 10.x at once)."""
+    from storage_core.chain import sdk
+
     target = resolve_target(network, chain_endpoint, environ)
-    import bittensor as bt
-
     if target.devchain_path is not None:
-        from storage_core.testing.devchain import DevSubstrate
-
         if not target.devchain_path.is_file():
             raise ChainError(f"no dev chain state file at {target.devchain_path}")
-        return bt.Subtensor(
-            "local", substrate=DevSubstrate(target.devchain_path), fallback_endpoints=[], archive_endpoints=[]
-        )
-    try:
-        return bt.Subtensor(target.endpoint or target.network)
-    except ValueError as error:  # unknown network name
-        raise ChainError(str(error)) from error
+        return sdk.dev_subtensor(target.devchain_path)
+    return sdk.network_subtensor(target.endpoint or target.network)

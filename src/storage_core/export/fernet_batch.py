@@ -116,7 +116,10 @@ class BatchFernet:
             out_type = pa.large_string()
         else:
             if not pa.types.is_string(values.type):
-                values = values.cast(pa.string())
+                try:
+                    values = values.cast(pa.string())
+                except pa.ArrowNotImplementedError:  # pyarrow 17 (subnet 13's pin) cannot cast string_view
+                    values = pa.array(values.to_pylist(), pa.string())
             offsets_type, out_type = np.int32, pa.string()
         count = len(values)
         timestamp = (int(time.time()) if now is None else now).to_bytes(8, "big")

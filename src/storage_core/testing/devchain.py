@@ -31,11 +31,13 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-from bittensor.balance import Balance
-from bittensor.result import ChainError, ExtrinsicResult
-from bittensor_core import verify
-
 from storage_core.atomic import write_json_atomic
+from storage_core.chain import sdk
+
+if not sdk.LEGACY:  # DevSubstrate speaks bittensor 11's Substrate contract; 10.x uses devchain_legacy
+    from bittensor.balance import Balance
+    from bittensor.result import ChainError, ExtrinsicResult
+    from bittensor_core import verify
 
 logger = logging.getLogger(__name__)
 
@@ -178,15 +180,17 @@ class DevChain:
     def block(self) -> int:
         return int(self.read_state()["block"])
 
-    def substrate(self) -> DevSubstrate:
-        """A fresh ``Substrate`` to inject: ``bt.Subtensor("local", substrate=chain.substrate())``."""
+    def substrate(self) -> Any:
+        """A fresh substrate over this chain for the installed SDK (11.x: ``Subtensor(..., substrate=)``)."""
+        if sdk.LEGACY:
+            from storage_core.testing.devchain_legacy import LegacyDevSubstrate
+
+            return LegacyDevSubstrate(self.path)
         return DevSubstrate(self.path)
 
     def subtensor(self) -> Any:
-        """A blocking ``bittensor.Subtensor`` wired to this chain."""
-        import bittensor as bt
-
-        return bt.Subtensor("local", substrate=self.substrate(), fallback_endpoints=[], archive_endpoints=[])
+        """A blocking ``bittensor.Subtensor`` (10.3 or 11) wired to this chain."""
+        return sdk.dev_subtensor(self.path)
 
 
 def epoch_index(netuid: int, block: int, tempo: int) -> int:
@@ -235,8 +239,101 @@ def _register(state: dict[str, Any], netuid: int, hotkey: str, coldkey: str, *, 
     return uid
 
 
+def storage_value(state: dict[str, Any], module: str, storage_function: str, params: list | None) -> Any:
+    """The value of one storage item, decoded the way the SDKs decode it (shared by both SDK adapters)."""
+    params = list(params or [])
+    key = (module, storage_function)
+    if key == ("SubtensorModule", "SubnetOwnerHotkey"):
+        subnet = state["subnets"].get(str(params[0]))
+        return subnet["owner_hotkey"] if subnet else None
+    if key == ("SubtensorModule", "SubnetOwner"):
+        subnet = state["subnets"].get(str(params[0]))
+        return subnet["owner_coldkey"] if subnet else None
+    if key == ("SubtensorModule", "NetworksAdded"):
+        return str(params[0]) in state["subnets"]
+    if key == ("SubtensorModule", "Tempo"):
+        subnet = state["subnets"].get(str(params[0]))
+        return subnet["tempo"] if subnet else 0
+    if key == ("SubtensorModule", "SubnetworkN"):
+        subnet = state["subnets"].get(str(params[0]))
+        return sum(1 for n in subnet["neurons"] if n) if subnet else 0
+    if key == ("SubtensorModule", "Uids"):
+        neuron = _neuron(state, params[0], params[1])
+        return None if neuron is None else neuron["uid"]
+    if key == ("SubtensorModule", "Keys"):
+        subnet = state["subnets"].get(str(params[0]))
+        neurons = subnet["neurons"] if subnet else []
+        uid = int(params[1])
+        return neurons[uid]["hotkey"] if uid < len(neurons) and neurons[uid] else None
+    if key == ("SubtensorModule", "IsNetworkMember"):
+        return _neuron(state, params[1], params[0]) is not None
+    if key == ("SubtensorModule", "ValidatorPermit"):
+        subnet = state["subnets"].get(str(params[0]))
+        return [bool(n and n["validator_permit"]) for n in (subnet["neurons"] if subnet else [])]
+    if key == ("SubtensorModule", "Owner"):
+        for subnet in state["subnets"].values():
+            for neuron in subnet["neurons"]:
+                if neuron and neuron["hotkey"] == params[0]:
+                    return neuron["coldkey"]
+        return None
+    if key == ("Commitments", "CommitmentOf"):
+        return state["commitments"].get(f"{params[0]}:{params[1]}")
+    if key == ("Commitments", "UsedSpaceOf"):
+        return state["used_space"].get(f"{params[0]}:{params[1]}")
+    if key == ("Commitments", "MaxSpace"):
+        return MAX_SPACE
+    if key == ("System", "Number"):
+        return state["block"]
+    logger.debug("dev chain has no storage item %s.%s; answering None", module, storage_function)
+    return None
+
+
+def storage_map(state: dict[str, Any], module: str, storage_function: str, params: list | None) -> list[tuple[Any, Any]]:
+    """The (key, value) entries of a storage map under ``params`` (shared by both SDK adapters)."""
+    params = list(params or [])
+    key = (module, storage_function)
+    if key == ("SubtensorModule", "TokenSymbol"):
+        return [(int(n), "0x" + s["token_symbol"].encode().hex()) for n, s in state["subnets"].items()]
+    if key == ("SubtensorModule", "SubnetOwnerHotkey"):
+        return [(int(n), s["owner_hotkey"]) for n, s in state["subnets"].items()]
+    if key == ("SubtensorModule", "Keys"):
+        subnet = state["subnets"].get(str(params[0]))
+        return [(n["uid"], n["hotkey"]) for n in (subnet["neurons"] if subnet else []) if n]
+    if key == ("SubtensorModule", "Uids"):
+        subnet = state["subnets"].get(str(params[0]))
+        return [(n["hotkey"], n["uid"]) for n in (subnet["neurons"] if subnet else []) if n]
+    if key == ("SubtensorModule", "IsNetworkMember"):
+        return [
+            (int(netuid), True)
+            for netuid, subnet in state["subnets"].items()
+            if any(n and n["hotkey"] == params[0] for n in subnet["neurons"])
+        ]
+    if key == ("Commitments", "CommitmentOf"):
+        prefix = f"{params[0]}:"
+        return [(k[len(prefix) :], v) for k, v in state["commitments"].items() if k.startswith(prefix)]
+    logger.debug("dev chain has no storage map %s.%s; answering []", module, storage_function)
+    return []
+
+
 def _block_hash(block: int) -> str:
     return "0x" + hashlib.blake2b(f"devchain-block-{block}".encode(), digest_size=32).hexdigest()
+
+
+def apply_extrinsic(chain: DevChain, signer: str, module: str, function: str, params: Any) -> tuple[str | None, int]:
+    """Include a signed call in a new block and dispatch it: the pallet error's name (None on success) and the block.
+
+    A failed dispatch changes nothing but the signer's nonce; ``CallFiltered`` means the dev chain lacks the call.
+    """
+    with chain.transaction() as state:
+        state["block"] += 1
+        state["extrinsics"] += 1
+        state["nonces"][signer] = int(state["nonces"].get(signer, 0)) + 1
+        block = int(state["block"])
+        dispatch = _DISPATCH.get((module, function))
+        failure = "CallFiltered" if dispatch is None else dispatch(state, signer, params)
+    if failure is not None:
+        logger.info("dev chain: %s.%s by %s failed: %s", module, function, signer, failure)
+    return failure, block
 
 
 def _failure(name: str) -> ExtrinsicResult:
@@ -293,80 +390,12 @@ class DevSubstrate:
     async def query(
         self, module: str, storage_function: str, params: list | None = None, block_hash: str | None = None
     ) -> Any:
-        state = self.chain.read_state()
-        params = list(params or [])
-        key = (module, storage_function)
-        if key == ("SubtensorModule", "SubnetOwnerHotkey"):
-            subnet = state["subnets"].get(str(params[0]))
-            return subnet["owner_hotkey"] if subnet else None
-        if key == ("SubtensorModule", "SubnetOwner"):
-            subnet = state["subnets"].get(str(params[0]))
-            return subnet["owner_coldkey"] if subnet else None
-        if key == ("SubtensorModule", "NetworksAdded"):
-            return str(params[0]) in state["subnets"]
-        if key == ("SubtensorModule", "Tempo"):
-            subnet = state["subnets"].get(str(params[0]))
-            return subnet["tempo"] if subnet else 0
-        if key == ("SubtensorModule", "SubnetworkN"):
-            subnet = state["subnets"].get(str(params[0]))
-            return sum(1 for n in subnet["neurons"] if n) if subnet else 0
-        if key == ("SubtensorModule", "Uids"):
-            neuron = _neuron(state, params[0], params[1])
-            return None if neuron is None else neuron["uid"]
-        if key == ("SubtensorModule", "Keys"):
-            subnet = state["subnets"].get(str(params[0]))
-            neurons = subnet["neurons"] if subnet else []
-            uid = int(params[1])
-            return neurons[uid]["hotkey"] if uid < len(neurons) and neurons[uid] else None
-        if key == ("SubtensorModule", "IsNetworkMember"):
-            return _neuron(state, params[1], params[0]) is not None
-        if key == ("SubtensorModule", "ValidatorPermit"):
-            subnet = state["subnets"].get(str(params[0]))
-            return [bool(n and n["validator_permit"]) for n in (subnet["neurons"] if subnet else [])]
-        if key == ("SubtensorModule", "Owner"):
-            for subnet in state["subnets"].values():
-                for neuron in subnet["neurons"]:
-                    if neuron and neuron["hotkey"] == params[0]:
-                        return neuron["coldkey"]
-            return None
-        if key == ("Commitments", "CommitmentOf"):
-            return state["commitments"].get(f"{params[0]}:{params[1]}")
-        if key == ("Commitments", "UsedSpaceOf"):
-            return state["used_space"].get(f"{params[0]}:{params[1]}")
-        if key == ("Commitments", "MaxSpace"):
-            return MAX_SPACE
-        if key == ("System", "Number"):
-            return state["block"]
-        logger.debug("dev chain has no storage item %s.%s; answering None", module, storage_function)
-        return None
+        return storage_value(self.chain.read_state(), module, storage_function, params)
 
     async def query_map(
         self, module: str, storage_function: str, params: list | None = None, block_hash: str | None = None
     ) -> list[tuple[Any, Any]]:
-        state = self.chain.read_state()
-        params = list(params or [])
-        key = (module, storage_function)
-        if key == ("SubtensorModule", "TokenSymbol"):
-            return [(int(n), "0x" + s["token_symbol"].encode().hex()) for n, s in state["subnets"].items()]
-        if key == ("SubtensorModule", "SubnetOwnerHotkey"):
-            return [(int(n), s["owner_hotkey"]) for n, s in state["subnets"].items()]
-        if key == ("SubtensorModule", "Keys"):
-            subnet = state["subnets"].get(str(params[0]))
-            return [(n["uid"], n["hotkey"]) for n in (subnet["neurons"] if subnet else []) if n]
-        if key == ("SubtensorModule", "Uids"):
-            subnet = state["subnets"].get(str(params[0]))
-            return [(n["hotkey"], n["uid"]) for n in (subnet["neurons"] if subnet else []) if n]
-        if key == ("SubtensorModule", "IsNetworkMember"):
-            return [
-                (int(netuid), True)
-                for netuid, subnet in state["subnets"].items()
-                if any(n and n["hotkey"] == params[0] for n in subnet["neurons"])
-            ]
-        if key == ("Commitments", "CommitmentOf"):
-            prefix = f"{params[0]}:"
-            return [(k[len(prefix) :], v) for k, v in state["commitments"].items() if k.startswith(prefix)]
-        logger.debug("dev chain has no storage map %s.%s; answering []", module, storage_function)
-        return []
+        return storage_map(self.chain.read_state(), module, storage_function, params)
 
     async def query_batch(
         self, module: str, storage_function: str, param_sets: list[list], block_hash: str | None = None
@@ -408,18 +437,11 @@ class DevSubstrate:
         signer = keypair.ss58_address
         if not verify(payload, keypair.sign(payload), signer):
             return _failure("BadSignature")
-        with self.chain.transaction() as state:
-            state["block"] += 1
-            state["extrinsics"] += 1
-            state["nonces"][signer] = int(state["nonces"].get(signer, 0)) + 1
-            block = state["block"]
-            dispatch = _DISPATCH.get((call["module"], call["function"]))
-            if dispatch is None:
-                error = f"the dev chain does not implement {call['module']}.{call['function']}"
-                return ExtrinsicResult(success=False, message=error, error=ChainError(error, name="CallFiltered"))
-            failure = dispatch(state, signer, call["params"])
+        failure, block = apply_extrinsic(self.chain, signer, call["module"], call["function"], call["params"])
+        if failure == "CallFiltered":
+            error = f"the dev chain does not implement {call['module']}.{call['function']}"
+            return ExtrinsicResult(success=False, message=error, error=ChainError(error, name="CallFiltered"))
         if failure is not None:
-            logger.info("dev chain: %s.%s by %s failed: %s", call["module"], call["function"], signer, failure)
             return _failure(failure)
         return ExtrinsicResult(
             success=True,

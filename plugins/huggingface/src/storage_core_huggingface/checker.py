@@ -21,14 +21,14 @@ import threading
 from collections.abc import Iterator
 
 import attrs
-import httpx2
 from huggingface_hub import hf_hub_url
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError
 from huggingface_hub.hf_api import RepoFile
-from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+from huggingface_hub.utils import build_hf_headers, hf_raise_for_status
 
 from storage_core.verify.store import ListedObject, Meter, ObjectError, ObjectTail
 from storage_core_huggingface.client import hf_api, metered
+from storage_core_huggingface.http_compat import HTTP_ERRORS, RawResponse, stream_get
 from storage_core_huggingface.identity import MANIFEST_PATH, SIGNATURE_PATH, manifest_problem, repo_id_for
 from storage_core_huggingface.options import HfOptions
 from storage_core_huggingface.retry import status_of
@@ -40,7 +40,7 @@ MANIFEST_MAX_BYTES = 64 * 1024
 #: Answers about one file that the miner caused (it is gone or shorter than listed), not the Hub.
 OBJECT_STATUSES = frozenset({404, 410, 416})
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
-_HUB_FAILURES = (HfHubHTTPError, httpx2.HTTPError, OSError)
+_HUB_FAILURES: tuple[type[Exception], ...] = (HfHubHTTPError, *HTTP_ERRORS, OSError)
 
 
 @attrs.frozen
@@ -157,11 +157,11 @@ class HfStore:
                                    headers={"Range": spec, "Accept-Encoding": "identity"})
 
         def attempt() -> tuple[int, bytes]:
-            with self._slots, metered(self.meter), get_session().stream(
-                    "GET", url, headers=headers, timeout=self.options.timeout_s) as response:
+            with self._slots, metered(self.meter), stream_get(
+                    url, headers=headers, timeout=self.options.timeout_s) as response:
                 if response.status_code >= 400:
                     response.read()
-                    hf_raise_for_status(response)
+                    hf_raise_for_status(response.response)
                 return _body(key, response, start, end)
 
         try:
@@ -178,7 +178,7 @@ class HfStore:
         self._snapshot = None
 
 
-def _body(key: str, response: httpx2.Response, start: int | None, end: int) -> tuple[int, bytes]:
+def _body(key: str, response: RawResponse, start: int | None, end: int) -> tuple[int, bytes]:
     """The raw body of a 206 answer, checked against the range asked for; anything else is the file's problem."""
     if response.status_code != 206:
         raise ObjectError(key, f"the Hub answered a range request with HTTP {response.status_code}")

@@ -18,6 +18,7 @@ from huggingface_hub import HfApi, HfFileSystem, constants
 from huggingface_hub.utils import get_session
 
 from storage_core.verify.store import Meter
+from storage_core_huggingface.http_compat import add_response_hook
 from storage_core_huggingface.options import HfOptions
 
 logger = logging.getLogger(__name__)
@@ -25,7 +26,8 @@ logger = logging.getLogger(__name__)
 
 def prepare_transfer(options: HfOptions) -> None:
     """Disable Xet when talking to an endpoint that is not the Hub (it has no Xet storage)."""
-    if not options.is_hub and not constants.HF_HUB_DISABLE_XET:
+    # huggingface_hub 0.2x has no Xet (and no such flag): nothing to disable
+    if not options.is_hub and not getattr(constants, "HF_HUB_DISABLE_XET", True):
         logger.info("endpoint %s is not the Hub: disabling Xet uploads (HF_HUB_DISABLE_XET)", options.endpoint)
         constants.HF_HUB_DISABLE_XET = True
 
@@ -60,9 +62,7 @@ def _install_hook() -> None:
     with _hook_lock:
         if id(client) in _hooked_clients:
             return
-        hooks = client.event_hooks
-        hooks.setdefault("response", []).append(_on_response)
-        client.event_hooks = hooks
+        add_response_hook(client, _on_response)
         _hooked_clients.add(id(client))
 
 

@@ -12,8 +12,9 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import attrs
-import httpx2
 from huggingface_hub.errors import HfHubHTTPError
+
+from storage_core_huggingface.http_compat import TRANSPORT_ERRORS
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -39,7 +40,7 @@ def retry_after_of(error: BaseException) -> float | None:
 def is_retryable(error: BaseException) -> bool:
     if isinstance(error, HfHubHTTPError):
         return status_of(error) in RETRY_STATUSES
-    return isinstance(error, (httpx2.TransportError, ConnectionError, TimeoutError))
+    return isinstance(error, (*TRANSPORT_ERRORS, ConnectionError, TimeoutError))
 
 
 @attrs.frozen

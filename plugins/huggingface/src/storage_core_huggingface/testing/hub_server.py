@@ -50,6 +50,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 logger = logging.getLogger(__name__)
+HUB_URL = "https://huggingface.co"
 
 LFS_SUFFIXES = (".parquet", ".arrow", ".bin", ".safetensors", ".zip", ".gz", ".zst")
 LFS_MIN_SIZE = 10 * 1024 * 1024
@@ -518,9 +519,10 @@ def create_app(hub: DevHub) -> Any:
             raise HubError(400, f"commit payload is not NDJSON: {error}") from error
         repo_id = _repo_id(request)
         sha = hub.commit(hub.grant_for(request), repo_id, request.path_params["revision"], lines)
-        base = str(request.base_url).rstrip("/")
-        return JSONResponse({"success": True, "commitOid": sha, "commitUrl": f"{base}/datasets/{repo_id}/commit/{sha}",
-                             "pullRequestUrl": None})
+        # The Hub's canonical URL, as the Hub (or a proxy in front of it) answers: huggingface_hub 0.2x parses
+        # CommitInfo.commit_url against the default endpoint only, and 2.x maps it onto the configured one.
+        return JSONResponse({"success": True, "commitOid": sha,
+                             "commitUrl": f"{HUB_URL}/datasets/{repo_id}/commit/{sha}", "pullRequestUrl": None})
 
     async def tree(request: Request) -> Response:
         repo_id = _repo_id(request)
