@@ -57,12 +57,11 @@ def _text_chunk(directory: Path, megabytes: float, seed: int) -> StagedFile:
     times = [day + timedelta(seconds=i * 86_000 // rows) for i in range(rows)]
     uris = [f"https://x.com/u{seed}/status/{i:012d}" for i in range(rows)]
     texts = [rng.randbytes(1024).hex() for _ in range(rows)]
-    table = pa.Table.from_pydict(
-        {"uri": uris, "datetime": times, "source": ["x"] * rows, "label": ["#bench"] * rows,
-         "content_size_bytes": [2048] * rows, "username": [f"u{seed}"] * rows, "text": texts, "url": uris,
-         "timestamp": times, "tweet_hashtags": [["#bench"]] * rows},
-        schema=schema_for("x"),
-    )
+    given = {"uri": uris, "datetime": times, "source": ["x"] * rows, "label": ["#bench"] * rows,
+             "content_size_bytes": [2048] * rows, "username": [f"u{seed}"] * rows, "text": texts, "url": uris,
+             "timestamp": times, "tweet_hashtags": [["#bench"]] * rows}
+    schema = schema_for("x")  # the columns not given (profile fields, counts, ...) stay null
+    table = pa.table({field.name: given.get(field.name, pa.nulls(rows, field.type)) for field in schema}, schema=schema)
     return write_chunk(table, "x", directory)
 
 
