@@ -173,6 +173,12 @@ class LocalSubnet:
 
     # ------------------------------------------------------------------ nodes
 
+    def node_flags(self, who: str, state: Path | None = None, netuid: int | None = None) -> list[str]:
+        """The chain and wallet flags of a ``storage-core`` command run as participant ``who``."""
+        flags = ["--netuid", str(netuid or self.netuid), "--subtensor.network", f"devchain:{self.chain_path}",
+                 "--wallet.name", who, "--wallet.hotkey", "default", "--wallet.path", str(self.root / "wallets")]
+        return flags + (["--state-dir", str(state)] if state is not None else [])
+
     def node(self, participant: Participant, overrides: Mapping[str, Any] | None = None, **kwargs: Any) -> StorageNode:
         """A StorageNode reading the config from the dev chain, with this participant's HF token as a local override."""
         assert self.chain is not None

@@ -30,10 +30,7 @@ def miner_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def invoke(world: LocalSubnet, who: str, *args: str, state: Path | None = None, netuid: int | None = None
            ) -> tuple[int, str]:
-    flags = ["--netuid", str(netuid or world.netuid), "--subtensor.network", f"devchain:{world.chain_path}",
-             "--wallet.name", who, "--wallet.hotkey", "default", "--wallet.path", str(world.root / "wallets")]
-    if state is not None:
-        flags += ["--state-dir", str(state)]
+    flags = world.node_flags(who, state, netuid)
     participant = next(p for p in [*world.miners, world.validator] if p.name == who)
     env = {"HF_TOKEN": world.hf_tokens[participant.hotkey]}
     result = CliRunner().invoke(build_cli(), [*args, *flags], env=env, catch_exceptions=False)

@@ -56,9 +56,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def node_args(world: LocalSubnet, who: str, state: Path) -> list[str]:
-    return ["--netuid", str(world.netuid), "--subtensor.network", f"devchain:{world.chain_path}",
-            "--wallet.name", who, "--wallet.hotkey", "default", "--wallet.path", str(world.root / "wallets"),
-            "--state-dir", str(state)]
+    return world.node_flags(who, state)
 
 
 def env_for(world: LocalSubnet, who: str, site: Path | None = None, **extra: str) -> dict[str, str]:

@@ -155,9 +155,7 @@ def _cli(subnet: dict[str, Any], name: str, tmp_path: Path, *extra: str,
     uris.write_text("\n".join(claims) + "\n")
     assert world.validator is not None
     arguments = ["validate", "--miner", miner.hotkey, "--uris", str(uris), "--seed", SEED, *extra,
-                 "--netuid", str(world.netuid), "--subtensor.network", f"devchain:{world.chain_path}",
-                 "--wallet.name", "validator", "--wallet.hotkey", "default",
-                 "--wallet.path", str(world.root / "wallets"), "--state-dir", str(tmp_path / "state")]
+                 *world.node_flags("validator", tmp_path / "state")]
     environment = {"HF_TOKEN": world.hf_tokens[world.validator.hotkey],
                    "STORAGE_CORE_LOCAL_OPTION_ROOT": str(subnet["local_root"]), **(env or {})}
     result = CliRunner().invoke(build_cli(), arguments, env=environment, catch_exceptions=False)
