@@ -14,12 +14,13 @@ from storage_core.chain.commitments import commit_payload, read_commitment
 from storage_core.chain.keys import create_wallet
 from storage_core.chain.source import ConfigSource
 from storage_core.cli.config_cmd import config_group
+from storage_core.errors import ChainError
 from storage_core.rollout import is_selected
 from storage_core.testing.devchain import DevChain
 
 NETUID = 13
 HOTKEYS = [f"5miner-{index:03d}" for index in range(300)]
-S3 = ["--bucket_name", "b", "--auth_endpoint", "https://grant.invalid"]  # what the s3 plugin requires
+S3 = ["--bucket_name", "sn13-b", "--auth_endpoint", "https://grant.invalid"]  # what the s3 plugin requires
 
 
 @pytest.fixture(autouse=True)
@@ -197,8 +198,9 @@ def test_unregistered_hotkey_is_explained(chain, wallets, published):
 
 
 def test_quota_error_is_explained(chain, wallets, published):
-    for index in range(30):
-        commit_payload(chain.subtensor(), NETUID, wallets[1], published.decode())
+    with pytest.raises(ChainError, match="quota"):  # use up this epoch's commitment space
+        for _ in range(100):
+            commit_payload(chain.subtensor(), NETUID, wallets[1], published.decode())
     result = run(["rollout", *chain_args(chain), *owner_args(wallets), "--percentage", "25", "--yes"])
     assert result.exit_code == 1 and "commitment space quota" in result.output and "next epoch" in result.output
     assert stored(chain, wallets) == published
@@ -299,3 +301,15 @@ def test_unset_an_option_remove_a_backend_and_warn_on_a_lower_rollout(chain, wal
 def test_get_without_a_config_exits_non_zero(chain):
     result = run(["get", *chain_args(chain)])
     assert result.exit_code == 1 and "subnet 13 has no storage config" in result.output
+
+
+def test_set_refuses_a_bucket_name_that_s3_would_refuse(chain, wallets, published):
+    base = ["set", *chain_args(chain), *owner_args(wallets), "--yes"]
+    for bad, why in [("Sn13_Data", "lower-case letters, digits, dots and hyphens"), ("ab", "3 to 63 characters"),
+                     ("sn13..data", "'..'"), ("192.168.1.10", "IP address"), ("sn13-data-", "start and end")]:
+        result = run([*base, "--bucket_name", bad])
+        assert result.exit_code == 2, (bad, result.output)
+        [line] = [line for line in result.output.splitlines() if "backends.s3.options.bucket" in line]
+        assert repr(bad) in line and "not a valid bucket name" in line and why in line
+    assert stored(chain, wallets) == published
+    assert run([*base, "--bucket_name", "sn13.data-2"]).exit_code == 0

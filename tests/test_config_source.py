@@ -10,7 +10,7 @@ import time
 import pytest
 
 from storage_core.chain.commitments import commit_payload
-from storage_core.chain.source import ConfigSource, DocumentFetcher, LastKnownGood
+from storage_core.chain.source import ChainKey, ConfigSource, DocumentFetcher, LastKnownGood
 from storage_core.config import (
     DEFAULT_CONFIG,
     ConfigPointer,
@@ -166,10 +166,10 @@ def test_pointer_from_a_local_mirror_and_refused_schemes(sub, owner, tmp_path):
     assert "is not http(s)" in node.last_reading.error
 
 
-def test_corrupt_cache_file_is_ignored(sub, owner, tmp_path, caplog):
+def test_corrupt_cache_file_is_ignored(chain, sub, owner, tmp_path, caplog):
     cache = LastKnownGood(tmp_path / "cache.json")
     cache.path.write_text("{ half a file")
-    assert cache.load() is None
+    assert cache.load(ChainKey(chain.genesis_hash, NETUID)) is None
     assert "unreadable config cache" in caplog.text
     _commit_raw(sub, owner, b"garbage")
     node = ConfigSource(sub, NETUID, cache_path=cache.path, environ={})

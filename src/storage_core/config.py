@@ -22,6 +22,7 @@ from urllib.parse import quote, unquote
 import attrs
 
 from storage_core.errors import ConfigError
+from storage_core.options import convert
 from storage_core.values import BACKEND_ID_PATTERN
 
 CONFIG_VERSION = 1
@@ -455,9 +456,6 @@ def default_layer() -> ConfigLayer:
 
 # --------------------------------------------------------------------------- options against the plugins' specs
 
-_URL_OPTION = re.compile(r"^(endpoint|.*_url)$")
-
-
 def _did_you_mean(name: str, known: Sequence[str]) -> str:
     import difflib
 
@@ -465,29 +463,10 @@ def _did_you_mean(name: str, known: Sequence[str]) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
-def _typed(field: str, spec: Any, value: OptionValue) -> OptionValue:
-    """``value`` as ``spec.type`` wants it (a number given for a text option becomes text); ConfigError if it
-    cannot be."""
-    if spec.type == "str":
-        if isinstance(value, bool):
-            raise ConfigError(field, f"must be text, got {json.dumps(value)}")
-        text = value if isinstance(value, str) else json.dumps(value)
-        if _URL_OPTION.match(spec.name) and text:
-            from urllib.parse import urlsplit
-
-            parts = urlsplit(text)
-            if parts.scheme not in ("http", "https") or not parts.netloc:
-                raise ConfigError(field, f"must be an http(s):// URL, got {text!r}")
-        return text
-    if spec.type == "bool":
-        if isinstance(value, str) and value.lower() in ("true", "false"):
-            return value.lower() == "true"
-        if not isinstance(value, bool):
-            raise ConfigError(field, f"must be true or false, got {value!r}")
-        return value
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (spec.type == "int" and isinstance(value, float)):
-        raise ConfigError(field, f"must be {'a whole number' if spec.type == 'int' else 'a number'}, got {value!r}")
-    return value
+def _typed(name: str, spec: Any, value: OptionValue) -> OptionValue:
+    """``value`` as ``spec.type`` wants it, checked as the backend itself will parse it (``storage_core.options``:
+    one spelling of booleans, URLs, bucket names); ConfigError naming the field if it cannot be."""
+    return convert(name, spec, value)
 
 
 def check_options(config: StorageConfig, specs: Mapping[str, Sequence[Any]],
@@ -523,7 +502,7 @@ def check_options(config: StorageConfig, specs: Mapping[str, Sequence[Any]],
                                                  f"the environment (STORAGE_CORE_{name.upper()}_OPTION_{key.upper()})"))
                 continue
             try:
-                options[key] = _typed(field, by_name[key], value)
+                options[key] = _typed(name, by_name[key], value)
             except ConfigError as error:
                 errors.append(error)
         if entry.enabled:

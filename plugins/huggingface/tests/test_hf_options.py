@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import attrs
 import pytest
 
+from storage_core.backoff import Backoff
 from storage_core.chain.keys import keypair_from_uri
 from storage_core.errors import ConfigError
-from storage_core_huggingface import plugin
+from storage_core_huggingface import plugin, uploader
 from storage_core_huggingface.identity import manifest_problem, repo_id_for, signed_manifest
 from storage_core_huggingface.options import HfOptions
-from storage_core_huggingface.retry import Backoff
 
 
 def keypair(name: str):
@@ -24,7 +25,7 @@ def test_options_are_checked_and_the_token_is_never_shown():
                        ({"namespace": "x", "endpoint": "ftp://x"}, "endpoint"),
                        ({"namespace": "x", "max_attempts": 0}, "max_attempts"),
                        ({"namespace": "x", "private": "maybe"}, "private")]:
-        with pytest.raises(ConfigError, match=field):
+        with pytest.raises(ConfigError, match=f"backends.huggingface.options.{field}"):
             HfOptions.from_mapping(bad)
 
 
@@ -66,5 +67,15 @@ def test_backoff_stops_at_once_on_errors_that_are_not_transient():
         raise ValueError("bad")
 
     with pytest.raises(ValueError):
-        Backoff(attempts=5, sleep=lambda s: None).call("x", fails)
+        uploader.backoff_for(HfOptions.from_mapping({"namespace": "x"})).call("x", fails)
     assert len(calls) == 1
+
+
+def test_the_back_off_is_the_cores_with_the_hubs_errors():
+    backoff = uploader.backoff_for(HfOptions.from_mapping({"namespace": "x", "max_attempts": "3",
+                                                           "backoff_max_s": 9}))
+    assert isinstance(backoff, Backoff) and backoff.attempts == 3 and backoff.cap == backoff.max_retry_after == 9
+    waits: list[float] = []
+    with pytest.raises(ConnectionError):
+        attrs.evolve(backoff, sleep=waits.append).call("x", lambda: (_ for _ in ()).throw(ConnectionError("down")))
+    assert len(waits) == 2

@@ -7,12 +7,12 @@ import pytest
 from huggingface_hub import CommitOperationAdd, HfApi
 from huggingface_hub.errors import HfHubHTTPError
 
+from storage_core.backoff import Backoff
 from storage_core.errors import BackendError, InvalidBatchError
 from storage_core.layout import key_for
 from storage_core.testing.data import make_batch, uris_of
 from storage_core_huggingface import uploader
 from storage_core_huggingface.identity import MANIFEST_PATH, SIGNATURE_PATH
-from storage_core_huggingface.retry import Backoff
 
 
 class RecordingSleep:
@@ -78,7 +78,8 @@ def test_server_errors_back_off_exponentially_and_give_up_with_a_clear_error(hf_
     with pytest.raises(BackendError, match="HTTP 503") as raised:
         uploader.upload(hf_world.context(miner), batch, backoff=Backoff(attempts=4, base=0.5, cap=1.5, sleep=sleep))
     assert raised.value.retryable
-    assert sleep.waits == [0.5, 1.0, 1.5]
+    assert len(sleep.waits) == 3  # full jitter: each wait is drawn below its exponential ceiling
+    assert all(0 <= wait <= ceiling for wait, ceiling in zip(sleep.waits, [0.5, 1.0, 1.5], strict=True))
     assert hf_world.hub.commit_count(hf_world.repo_of(miner)) == 0
     hf_world.hub.clear_failures()  # later tests must not see leftovers
 

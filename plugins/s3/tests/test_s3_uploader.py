@@ -9,6 +9,7 @@ from typing import Any
 import attrs
 import pytest
 
+from storage_core.backoff import Backoff as CoreBackoff
 from storage_core.errors import BackendError, InvalidBatchError
 from storage_core.layout import key_for
 from storage_core.testing.data import make_batch, uris_of
@@ -122,30 +123,32 @@ def test_concurrent_uploads_of_many_files(shared, keys, staging) -> None:
 @pytest.mark.parametrize(
     ("options", "needle"),
     [
-        ({}, "'bucket'"),
-        ({"bucket": "b"}, "'grant_url'"),
-        ({"bucket": "b", "grant_url": "ftp://x"}, "http"),
-        ({"bucket": "b", "grant_url": "http://x", "concurrency": "many"}, "'concurrency'"),
-        ({"bucket": "b", "grant_url": "http://x", "part_size": 1024}, "'part_size'"),
-        ({"bucket": "b", "grant_url": "http://x", "page_size": 5000}, "'page_size'"),
-        ({"bucket": "b", "grant_url": "http://x", "checksum_check": "maybe"}, "'checksum_check'"),
-        ({"bucket": "b", "grant_url": "http://x", "grant_hotkey": "nope"}, "'grant_hotkey'"),
+        ({}, "options.bucket'"),
+        ({"bucket": "sn13"}, "options.grant_url'"),
+        ({"bucket": "sn13", "grant_url": "ftp://x"}, "http"),
+        ({"bucket": "Not_A_Bucket", "grant_url": "http://x"}, "not a valid bucket name"),
+        ({"bucket": "sn13", "grant_url": "http://x", "concurrency": "many"}, "options.concurrency'"),
+        ({"bucket": "sn13", "grant_url": "http://x", "part_size": 1024}, "options.part_size'"),
+        ({"bucket": "sn13", "grant_url": "http://x", "page_size": 5000}, "options.page_size'"),
+        ({"bucket": "sn13", "grant_url": "http://x", "checksum_check": "maybe"}, "options.checksum_check'"),
+        ({"bucket": "sn13", "grant_url": "http://x", "grant_hotkey": "nope"}, "options.grant_hotkey'"),
     ],
 )
 def test_bad_options_are_named(options: dict[str, Any], needle: str) -> None:
-    with pytest.raises(BackendError, match=needle):
+    with pytest.raises(BackendError, match=needle) as raised:
         S3Options.from_mapping(options)
+    assert not raised.value.retryable and "backends.s3.options." in str(raised.value)
 
 
 def test_options_accept_config_strings() -> None:
-    options = S3Options.from_mapping({"bucket": "b", "grant_url": "https://g/x/", "concurrency": "8", "read_timeout": 5})
+    options = S3Options.from_mapping({"bucket": "sn13", "grant_url": "https://g/x/", "concurrency": "8",
+                                      "read_timeout": 5})
     assert options.concurrency == 8 and options.read_timeout == 5.0 and options.grant_url == "https://g/x"
 
 
-def test_backoff_grows_exponentially_with_jitter() -> None:
-    delays = list(Backoff(6, 0.5, 4.0, rng=random.Random(1)).delays())
-    assert len(delays) == 5
-    for attempt, delay in enumerate(delays):
-        cap = min(4.0, 0.5 * 2**attempt)
-        assert cap / 2 <= delay <= cap
-    assert len(set(delays)) == 5
+def test_the_back_off_is_the_cores_with_full_jitter() -> None:
+    backoff = Backoff(6, 0.5, 4.0, rng=random.Random(1))
+    delays = list(backoff.delays())
+    assert len(delays) == 5 and len(set(delays)) == 5
+    assert all(0 <= delay <= min(4.0, 0.5 * 2**attempt) for attempt, delay in enumerate(delays))
+    assert isinstance(backoff, CoreBackoff)

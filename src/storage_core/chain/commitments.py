@@ -60,6 +60,11 @@ def _reading(subtensor: Any, what: str, read: Any) -> Any:
         raise ChainError(f"cannot read {what} from {_network(subtensor)}: {sdk.one_line(error)}") from error
 
 
+def read_genesis_hash(subtensor: Any) -> str:
+    """The chain's genesis hash (ChainError when the chain cannot be read)."""
+    return str(_reading(subtensor, "the genesis hash", lambda: sdk.genesis_hash(subtensor)))
+
+
 def read_owner_hotkey(subtensor: Any, netuid: int) -> str:
     """The subnet owner's hotkey (ChainError when the subnet does not exist or has none)."""
     owner = _reading(subtensor, f"the owner hotkey of subnet {netuid}", lambda: sdk.owner_hotkey(subtensor, netuid))

@@ -130,6 +130,33 @@ def one_line(error: BaseException) -> str:
 # --------------------------------------------------------------------------- reads
 
 
+def _hash_text(value: Any) -> str | None:
+    """A 32-byte hash as ``0x`` + 64 lower-case hex digits, from the shapes SDKs decode it into; None otherwise."""
+    value = _value(value)
+    if isinstance(value, (list, tuple)) and len(value) == 32 and all(isinstance(item, int) for item in value):
+        value = bytes(value)
+    text = "0x" + bytes(value).hex() if isinstance(value, (bytes, bytearray)) else str(value or "").lower()
+    digits = text.removeprefix("0x")
+    if len(digits) != 64 or not all(c in "0123456789abcdef" for c in digits) or not digits.strip("0"):
+        return None
+    return "0x" + digits
+
+
+def genesis_hash(subtensor: Any) -> str:
+    """The hash of block 0: what identifies a chain (its network label does not: every dev chain is "local").
+    10.x: ``get_block_hash(0)``; 11.x: ``System.BlockHash[0]``, which the runtime keeps for good so a pruned
+    node answers it too, else ``block_info(0)``. ChainError when neither gives a hash."""
+    if LEGACY:
+        found = _hash_text(blocking_result(subtensor.get_block_hash(0)))
+    else:
+        found = _hash_text(blocking_result(subtensor.query(bt.storage.System.BlockHash, [0])))
+        if found is None:
+            found = _hash_text(getattr(blocking_result(subtensor.block_info(0)), "hash", None))
+    if found is None:
+        raise ChainError("the chain answered no usable genesis hash")
+    return found
+
+
 def owner_hotkey(subtensor: Any, netuid: int) -> str | None:
     """``SubtensorModule.SubnetOwnerHotkey[netuid]``."""
     if LEGACY:

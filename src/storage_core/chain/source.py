@@ -3,8 +3,9 @@
 Resolution is overrides > chain > environment > defaults (``storage_core.config.resolve``). The chain
 layer is the subnet owner's commitment, decoded inline or fetched through a pointer and accepted only
 when its hash matches. A commitment that fails to decode, verify or parse never replaces a good one:
-the node keeps the last known good config (an atomically written cache file) and logs an error naming
-the reason; with no cache, environment and defaults apply. ``ConfigSource.start()`` polls in a daemon
+the node keeps the last known good config (an atomically written cache file, keyed by the chain's genesis
+hash and the netuid, so two chains that share a network label never share a config) and logs an error
+naming the reason; with no cache, environment and defaults apply. ``ConfigSource.start()`` polls in a daemon
 thread so a node picks up the owner's changes without a restart.
 """
 
@@ -150,6 +151,25 @@ def read_chain_config(subtensor: Any, netuid: int, fetcher: DocumentFetcher | No
 
 # --------------------------------------------------------------------------- last known good
 
+#: Networks whose name identifies one chain. A node that cannot reach such a chain may use the config it cached
+#: under that name; any other label ("local", a custom endpoint) names many chains, so only the genesis hash counts.
+NAMED_CHAINS = frozenset({"finney", "test", "archive"})
+
+
+@attrs.frozen
+class ChainKey:
+    """What a cached config belongs to: one subnet of one chain. The genesis hash tells chains apart, whatever
+    label a client gives them (every dev chain is "local"); ``network`` is kept only to find the entry of a
+    named chain that cannot be reached."""
+
+    genesis_hash: str
+    netuid: int
+    network: str = ""
+
+    @property
+    def id(self) -> str:
+        return f"{self.genesis_hash}:{self.netuid}"
+
 
 @attrs.frozen
 class CachedConfig:
@@ -161,35 +181,81 @@ class CachedConfig:
 
 @attrs.frozen
 class LastKnownGood:
-    """The last valid chain config, in a JSON file replaced atomically (a crash never leaves half a file)."""
+    """The last valid config of each (chain, netuid), in a JSON file replaced atomically (a crash never leaves
+    half a file). One file may hold several chains' entries; the oldest beyond ``max_entries`` are dropped."""
 
     path: Path = attrs.field(converter=Path)
+    max_entries: int = 16
 
-    def load(self) -> CachedConfig | None:
+    def _entries(self) -> dict[str, Any]:
         try:
             data = json.loads(self.path.read_text())
-            return CachedConfig(
-                config=parse_config(data["config"]),
-                block=data.get("block"),
-                owner_hotkey=data.get("owner_hotkey"),
-                saved_at=float(data.get("saved_at", 0)),
-            )
         except FileNotFoundError:
-            return None
-        except (ValueError, KeyError, TypeError, StorageCoreError) as error:
+            return {}
+        except (OSError, ValueError) as error:
             logger.error("ignoring unreadable config cache %s: %s", self.path, error)
+            return {}
+        entries = data.get("entries") if isinstance(data, dict) else None
+        if not isinstance(entries, dict):
+            logger.warning("ignoring config cache %s: it does not say which chain it belongs to", self.path)
+            return {}
+        return {name: entry for name, entry in entries.items() if isinstance(entry, dict)}
+
+    @staticmethod
+    def _saved_at(entry: dict[str, Any]) -> float:
+        saved = entry.get("saved_at")
+        return float(saved) if isinstance(saved, (int, float)) and not isinstance(saved, bool) else 0.0
+
+    @staticmethod
+    def _cached(entry: Any) -> CachedConfig:
+        return CachedConfig(
+            config=parse_config(entry["config"]),
+            block=entry.get("block"),
+            owner_hotkey=entry.get("owner_hotkey"),
+            saved_at=LastKnownGood._saved_at(entry),
+        )
+
+    def load(self, key: ChainKey) -> CachedConfig | None:
+        """The config last saved for this chain and subnet, None when there is none (or it is unreadable)."""
+        entry = self._entries().get(key.id)
+        if entry is None:
+            return None
+        try:
+            return self._cached(entry)
+        except (ValueError, KeyError, TypeError, AttributeError, StorageCoreError) as error:
+            logger.error("ignoring unreadable config cache entry %s in %s: %s", key.id, self.path, error)
             return None
 
-    def save(self, reading: ChainReading) -> None:
+    def load_named(self, network: str, netuid: int) -> CachedConfig | None:
+        """The newest entry saved for ``netuid`` of the named chain ``network`` (finney, test), for when its
+        genesis hash cannot be read; None for any other label."""
+        if network not in NAMED_CHAINS:
+            return None
+        matches = [entry for entry in self._entries().values()
+                   if entry.get("network") == network and entry.get("netuid") == netuid]
+        for entry in sorted(matches, key=self._saved_at, reverse=True):
+            try:
+                return self._cached(entry)
+            except (ValueError, KeyError, TypeError, AttributeError, StorageCoreError):
+                continue
+        return None
+
+    def save(self, key: ChainKey, reading: ChainReading) -> None:
         assert reading.config is not None
-        record = {
+        entries = self._entries()
+        entries[key.id] = {
+            "genesis_hash": key.genesis_hash,
+            "netuid": key.netuid,
+            "network": key.network,
             "config": reading.config.to_dict(),
             "block": reading.block,
             "owner_hotkey": reading.owner_hotkey,
             "payload": reading.payload_text(),
             "saved_at": time.time(),
         }
-        write_json_atomic(self.path, record, sort_keys=True, indent=1)
+        newest = sorted(entries, key=lambda name: self._saved_at(entries[name]), reverse=True)
+        kept = {name: entries[name] for name in newest[: self.max_entries]}
+        write_json_atomic(self.path, {"format": 2, "entries": kept}, sort_keys=True, indent=1)
 
 
 def default_cache_path(netuid: int, network: str = "finney", environ: Mapping[str, str] | None = None) -> Path:
@@ -229,13 +295,14 @@ class ConfigSource:
         self.subtensor = subtensor
         self.netuid = netuid
         self.environ = env
-        network = str(getattr(subtensor, "network", "none"))
-        self.cache = LastKnownGood(cache_path or default_cache_path(netuid, network, env))
+        self.network = str(getattr(subtensor, "network", "none"))
+        self.cache = LastKnownGood(cache_path or default_cache_path(netuid, self.network, env))
         self.fetcher = fetcher or DocumentFetcher(mirror=env.get(MIRROR_ENV) or None)
         self.overrides = dict(overrides or {})
         self.interval = float(interval if interval is not None else env.get(POLL_ENV, DEFAULT_POLL_SECONDS))
         self.last_reading: ChainReading | None = None
         self._saved: tuple[StorageConfig, int | None] | None = None
+        self._chain_key: ChainKey | None = None
         self._resolved: ResolvedConfig | None = None
         self._lock = threading.Lock()
         self._refresh_lock = threading.Lock()
@@ -245,6 +312,32 @@ class ConfigSource:
 
     # ----------------------------------------------------------------- resolution
 
+    def chain_key(self) -> ChainKey | None:
+        """This node's chain and subnet, for its cache. The genesis hash is read once; until it can be read, a
+        named chain (finney, test) is keyed by its name and any other chain is not cached. A genesis that cannot
+        be read never stops the config itself from being read."""
+        if self._chain_key is None:
+            from storage_core.chain.commitments import read_genesis_hash
+
+            try:
+                self._chain_key = ChainKey(read_genesis_hash(self.subtensor), self.netuid, self.network)
+            except ChainError as error:
+                if self.network in NAMED_CHAINS:
+                    return ChainKey(f"network:{self.network}", self.netuid, self.network)
+                logger.warning("cannot read the genesis hash of %s (%s): its config is not cached", self.network,
+                               error)
+                return None
+        return self._chain_key
+
+    def _last_known_good(self) -> CachedConfig | None:
+        if self._chain_key is not None:
+            return self.cache.load(self._chain_key)
+        cached = self.cache.load_named(self.network, self.netuid)
+        if cached is None and self.network not in NAMED_CHAINS:
+            logger.warning("the genesis hash of %s is unknown, so no cached config can be matched to this chain",
+                           self.network)
+        return cached
+
     def _chain_layer(self) -> ConfigLayer | None:
         if self.subtensor is None:
             return None
@@ -252,18 +345,19 @@ class ConfigSource:
             reading = read_chain_config(self.subtensor, self.netuid, self.fetcher)
         except ChainError as error:
             reading = ChainReading(self.netuid, "unreachable", error=str(error))
+        key = self.chain_key() if reading.status != "unreachable" else self._chain_key
         self.last_reading = reading
         if reading.status == "ok":
             assert reading.config is not None
-            if self._saved != (reading.config, reading.block):
-                self.cache.save(reading)
+            if key is not None and self._saved != (reading.config, reading.block):
+                self.cache.save(key, reading)
                 self._saved = (reading.config, reading.block)
             return ConfigLayer("chain", reading.config.to_dict())
         if reading.status == "absent":
             logger.info("subnet %d owner %s has no config commitment; using environment/defaults",
                         self.netuid, reading.owner_hotkey)
             return None
-        cached = self.cache.load()
+        cached = self._last_known_good()
         if cached is None:
             logger.error("storage config on chain for subnet %d is unusable (%s) and no last known good config is "
                          "cached; using environment/defaults", self.netuid, reading.error)

@@ -13,6 +13,10 @@ fields of 0..128 bytes (longer ones cannot even be encoded), the signer must be 
 ``MaxSpace`` (3100), each commitment counting at least 100 (``SpaceLimitExceeded``). Failed extrinsics
 change nothing and come back as failing ``ExtrinsicResult``s carrying the chain's error names.
 
+Each chain has a genesis of its own (a random salt in its state file, or the ``salt`` given to
+:meth:`DevChain.create`), as real chains do: every dev chain is "local" to the SDK, and nodes tell chains
+apart by their genesis hash (``System.BlockHash[0]``).
+
 Admin API (tests, demos): :meth:`DevChain.create_subnet`, :meth:`DevChain.register`,
 :meth:`DevChain.advance_blocks`, :meth:`DevChain.advance_epochs`. Select it from the CLI with
 ``--subtensor.network devchain --subtensor.chain_endpoint PATH`` (or ``devchain:PATH``, or the
@@ -27,6 +31,7 @@ import hashlib
 import json
 import logging
 import re
+import secrets
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -66,6 +71,11 @@ def _empty_state() -> dict[str, Any]:
     return {"block": 1, "subnets": {}, "commitments": {}, "used_space": {}, "nonces": {}, "extrinsics": 0}
 
 
+def new_salt() -> str:
+    """A fresh genesis salt: two dev chains never share a genesis hash (a node keys its config cache by it)."""
+    return secrets.token_hex(16)
+
+
 class DevChain:
     """The chain state in a JSON file, with the admin API tests and demos use."""
 
@@ -73,13 +83,18 @@ class DevChain:
         self.path = Path(path)
 
     @classmethod
-    def create(cls, path: Path | str, *, block: int = 1) -> DevChain:
-        """Start a fresh chain at ``path`` (replacing any state there)."""
+    def create(cls, path: Path | str, *, block: int = 1, salt: str | None = None) -> DevChain:
+        """Start a fresh chain at ``path`` (replacing any state there).
+
+        ``salt`` makes the chain's block hashes, and so its genesis hash, its own: a random one by default, as
+        two real chains never share a genesis; pass the same salt to build the same chain again.
+        """
         chain = cls(path)
         chain.path.parent.mkdir(parents=True, exist_ok=True)
         with chain._locked():
             state = _empty_state()
             state["block"] = block
+            state["salt"] = new_salt() if salt is None else str(salt)
             chain._write(state)
         return chain
 
@@ -179,6 +194,16 @@ class DevChain:
     @property
     def block(self) -> int:
         return int(self.read_state()["block"])
+
+    def block_hash(self, block: int | None = None) -> str:
+        """The hash of ``block`` (the head when None); block 0's is the genesis hash."""
+        state = self.read_state()
+        return hash_of_block(state, int(state["block"]) if block is None else block)
+
+    @property
+    def genesis_hash(self) -> str:
+        """What identifies this chain, whatever network label a client gives it."""
+        return self.block_hash(0)
 
     def substrate(self) -> Any:
         """A fresh substrate over this chain for the installed SDK (11.x: ``Subtensor(..., substrate=)``)."""
@@ -284,6 +309,9 @@ def storage_value(state: dict[str, Any], module: str, storage_function: str, par
         return MAX_SPACE
     if key == ("System", "Number"):
         return state["block"]
+    if key == ("System", "BlockHash"):
+        number = int(params[0])
+        return hash_of_block(state, number) if 0 <= number <= int(state["block"]) else "0x" + "00" * 32
     logger.debug("dev chain has no storage item %s.%s; answering None", module, storage_function)
     return None
 
@@ -315,8 +343,12 @@ def storage_map(state: dict[str, Any], module: str, storage_function: str, param
     return []
 
 
-def _block_hash(block: int) -> str:
-    return "0x" + hashlib.blake2b(f"devchain-block-{block}".encode(), digest_size=32).hexdigest()
+def hash_of_block(state: dict[str, Any], block: int) -> str:
+    """A block's hash on this chain: derived from its number and the chain's salt (a state file written before
+    salts existed has none, and keeps its old hashes)."""
+    salt = state.get("salt") or ""
+    seed = f"devchain-{salt}-block-{block}" if salt else f"devchain-block-{block}"
+    return "0x" + hashlib.blake2b(seed.encode(), digest_size=32).hexdigest()
 
 
 def apply_extrinsic(chain: DevChain, signer: str, module: str, function: str, params: Any) -> tuple[str | None, int]:
@@ -367,7 +399,7 @@ class DevSubstrate:
     # ----------------------------------------------------------------- chain info
 
     async def block_hash(self, block: int | None = None) -> str:
-        return _block_hash(self.chain.block if block is None else block)
+        return self.chain.block_hash(block)
 
     async def block_number(self) -> int:
         return self.chain.block
@@ -446,7 +478,7 @@ class DevSubstrate:
         return ExtrinsicResult(
             success=True,
             message="Success",
-            block_hash=_block_hash(block),
+            block_hash=self.chain.block_hash(block),
             extrinsic_id=f"{block}-1",
         )
 
@@ -454,8 +486,9 @@ class DevSubstrate:
     # ----------------------------------------------------------------- the rest of the Substrate contract
 
     async def get_block(self, block_number: int | None = None, block_hash: str | None = None) -> dict | None:
-        number = self.chain.block if block_number is None else block_number
-        return {"header": {"number": number, "hash": _block_hash(number)}, "extrinsics": []}
+        state = self.chain.read_state()
+        number = int(state["block"]) if block_number is None else block_number
+        return {"header": {"number": number, "hash": hash_of_block(state, number)}, "extrinsics": []}
 
     async def events(self, block_hash: str | None = None) -> list[dict]:
         return []

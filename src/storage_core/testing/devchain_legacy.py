@@ -17,7 +17,6 @@ from typing import Any
 from storage_core.chain import sdk
 from storage_core.testing.devchain import (
     DevChain,
-    _block_hash,
     _check_commitment_encoding,
     apply_extrinsic,
     storage_map,
@@ -52,11 +51,11 @@ _CALLS = {("Commitments", "set_commitment"): ("netuid", "info")}
 class Receipt:
     """The ``ExtrinsicReceipt`` fields 10.x's ``sign_and_send_extrinsic`` reads."""
 
-    def __init__(self, failure: str | None, block: int, extrinsic_hash: str) -> None:
+    def __init__(self, failure: str | None, block: int, block_hash: str, extrinsic_hash: str) -> None:
         self.is_success = failure is None
         self.error_message = None if failure is None else {"type": "Module", "name": failure, "docs": [failure]}
         self.total_fee_amount = 0
-        self.block_hash = _block_hash(block)
+        self.block_hash = block_hash
         self.block_number = block
         self.extrinsic_hash = extrinsic_hash
 
@@ -77,13 +76,13 @@ class LegacyDevSubstrate:
         return self.chain.block
 
     def get_chain_head(self) -> str:
-        return _block_hash(self.chain.block)
+        return self.chain.block_hash()
 
     def get_chain_finalised_head(self) -> str:
         return self.get_chain_head()
 
     def get_block_hash(self, block_id: int | None = None) -> str:
-        return _block_hash(self.chain.block if block_id is None else block_id)
+        return self.chain.block_hash(block_id)
 
     # ----------------------------------------------------------------- storage
 
@@ -130,10 +129,11 @@ class LegacyDevSubstrate:
         payload = json.dumps(call, sort_keys=True).encode()
         digest = "0x" + hashlib.blake2b(payload + extrinsic["signature"].encode(), digest_size=32).hexdigest()
         if not sdk.verify_signature(payload, bytes.fromhex(extrinsic["signature"]), extrinsic["signer"]):
-            return Receipt("BadSignature", self.chain.block, digest)
+            block = self.chain.block
+            return Receipt("BadSignature", block, self.chain.block_hash(block), digest)
         failure, block = apply_extrinsic(self.chain, extrinsic["signer"], call["module"], call["function"],
                                          call["params"])
-        return Receipt(failure, block, digest)
+        return Receipt(failure, block, self.chain.block_hash(block), digest)
 
     def get_payment_info(self, call: Any, keypair: Any) -> dict[str, int]:
         return {"partial_fee": 0}

@@ -1,18 +1,16 @@
-"""The HF backend's options: read from the storage config once per call, checked, and never printed."""
+"""The HF backend's options: declared here, typed by the core (``storage_core.options``), checked, never printed."""
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Mapping
 from typing import Any
 
 import attrs
 
-from storage_core.errors import ConfigError
+from storage_core.options import OptionError, at_least, option_field, parse_options
 from storage_core.values import OptionSpec
 
-logger = logging.getLogger(__name__)
 HUB_ENDPOINT = "https://huggingface.co"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 
@@ -30,22 +28,11 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
 )
 
 
-def _bool(name: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("1", "true", "yes", "0", "false", "no"):
-        return value.lower() in ("1", "true", "yes")
-    raise ConfigError(f"huggingface.{name}", f"expected a boolean, got {value!r}")
+BACKEND_ID = "huggingface"
 
 
-def _number(name: str, value: Any, kind: type, minimum: float) -> Any:
-    try:
-        number = kind(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"huggingface.{name}", f"expected {kind.__name__}, got {value!r}") from None
-    if number < minimum:
-        raise ConfigError(f"huggingface.{name}", f"must be at least {minimum}, got {value!r}")
-    return number
+def _bad(name: str, problem: str) -> OptionError:
+    return OptionError(option_field(BACKEND_ID, name), problem)
 
 
 @attrs.frozen
@@ -65,34 +52,24 @@ class HfOptions:
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, Any]) -> HfOptions:
-        known = {spec.name for spec in OPTION_SPECS}
-        unknown = sorted(set(options) - known)
-        if unknown:  # a newer config may add options: ignore them rather than stop an older node
-            logger.warning("huggingface: ignoring unknown options %s", ", ".join(unknown))
-        namespace = options.get("namespace")
-        if not isinstance(namespace, str) or not _NAME.match(namespace):
-            raise ConfigError("huggingface.namespace", f"must be an HF user or organisation name, got {namespace!r}")
-        prefix = options.get("repo_prefix", "sn13")
-        if not isinstance(prefix, str) or not _NAME.match(prefix) or len(prefix) > 40:
-            raise ConfigError("huggingface.repo_prefix", f"must be a short repo-name prefix, got {prefix!r}")
-        endpoint = options.get("endpoint") or HUB_ENDPOINT
-        if not isinstance(endpoint, str) or not endpoint.startswith(("http://", "https://")):
-            raise ConfigError("huggingface.endpoint", f"must be an http(s) URL, got {endpoint!r}")
-        token = options.get("token")
-        if token is not None and (not isinstance(token, str) or not token.strip()):
-            raise ConfigError("huggingface.token", "must be a non-empty string when set")
-        return cls(
-            namespace=namespace,
-            endpoint=endpoint.rstrip("/"),
-            repo_prefix=prefix,
-            token=token.strip() if token else None,
-            private=_bool("private", options.get("private", False)),
-            read_concurrency=_number("read_concurrency", options.get("read_concurrency", 8), int, 1),
-            max_attempts=_number("max_attempts", options.get("max_attempts", 6), int, 1),
-            backoff_base_s=_number("backoff_base_s", options.get("backoff_base_s", 1.0), float, 0.0),
-            backoff_max_s=_number("backoff_max_s", options.get("backoff_max_s", 120.0), float, 0.0),
-            timeout_s=_number("timeout_s", options.get("timeout_s", 60.0), float, 0.1),
-        )
+        """Typed by the core from ``OPTION_SPECS`` (defaults, booleans, the endpoint URL); names and ranges here.
+        OptionError (a ConfigError naming ``backends.huggingface.options.<name>``) when one is wrong."""
+        values = parse_options(BACKEND_ID, OPTION_SPECS, options)
+        if not _NAME.match(values["namespace"]):
+            raise _bad("namespace", f"must be an HF user or organisation name, got {values['namespace']!r}")
+        if not _NAME.match(values["repo_prefix"]) or len(values["repo_prefix"]) > 40:
+            raise _bad("repo_prefix", f"must be a short repo-name prefix, got {values['repo_prefix']!r}")
+        token = values["token"]
+        if token is not None and not token.strip():
+            raise _bad("token", "must be a non-empty string when set")
+        for name in ("read_concurrency", "max_attempts"):
+            at_least(BACKEND_ID, name, values[name], 1)
+        for name in ("backoff_base_s", "backoff_max_s"):
+            at_least(BACKEND_ID, name, values[name], 0.0)
+        at_least(BACKEND_ID, "timeout_s", values["timeout_s"], 0.1)
+        values["endpoint"] = values["endpoint"].rstrip("/")
+        values["token"] = token.strip() if token else None
+        return cls(**values)
 
     @property
     def is_hub(self) -> bool:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
 
+import attrs
 from huggingface_hub import CommitOperationAdd, HfApi
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError
 
+from storage_core.backoff import Backoff
 from storage_core.chain.keys import hotkey_address
 from storage_core.chunks import verify_batch
 from storage_core.errors import BackendError
@@ -25,14 +28,24 @@ from storage_core_huggingface.identity import (
 )
 from storage_core_huggingface.options import HfOptions
 from huggingface_hub.utils.sha import git_hash as git_blob_oid
-from storage_core_huggingface.retry import Backoff, is_retryable, status_of
+from storage_core_huggingface.retry import is_retryable, status_of
 
 logger = logging.getLogger(__name__)
 BACKEND_ID = "huggingface"
+T = TypeVar("T")
+
+
+class Retrying(Protocol):
+    """What the Hub calls need of a back-off: ``call(what, function)``, as ``storage_core.backoff.Backoff`` has."""
+
+    def call(self, what: str, function: Callable[[], T]) -> T: ...
 
 
 def backoff_for(options: HfOptions) -> Backoff:
-    return Backoff(attempts=options.max_attempts, base=options.backoff_base_s, cap=options.backoff_max_s)
+    """The core's back-off (full jitter, Retry-After honoured up to ``backoff_max_s``) with the Hub's transient
+    errors: 429, 5xx and network errors."""
+    return Backoff(attempts=options.max_attempts, base=options.backoff_base_s, cap=options.backoff_max_s,
+                   max_retry_after=options.backoff_max_s, retryable=is_retryable)
 
 
 def backend_error(action: str, repo_id: str, error: Exception) -> BackendError:
@@ -48,7 +61,7 @@ def backend_error(action: str, repo_id: str, error: Exception) -> BackendError:
     return BackendError(f"huggingface: {action} {repo_id} failed ({answer}): {hint}", retryable=is_retryable(error))
 
 
-def remote_files(api: HfApi, repo_id: str, backoff: Backoff) -> dict[str, Any]:
+def remote_files(api: HfApi, repo_id: str, backoff: Retrying) -> dict[str, Any]:
     """path -> RepoFile for every file in the repo (one paginated recursive listing)."""
 
     def listing() -> dict[str, Any]:
@@ -87,7 +100,8 @@ def upload(context: BackendContext, batch: UploadBatch, backoff: Backoff | None 
     """Store every file of ``batch`` in the miner's repo in one commit and return the receipt."""
     verify_batch(batch)
     options = HfOptions.from_mapping(context.options)
-    backoff = backoff or backoff_for(options)
+    # the Hub's errors decide what is retried, whoever chose the waits
+    backoff = attrs.evolve(backoff, retryable=is_retryable) if backoff is not None else backoff_for(options)
     signer = context.signer
     if signer is None:
         raise BackendError("huggingface: uploading needs the miner's signer (wallet or keypair)", retryable=False)

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
 
+from storage_core import backoff as core_backoff
+from storage_core.backoff import parse_retry_after
 from storage_core.chain.http_auth import sign_request
 from storage_core.errors import BackendError
 from storage_core_s3 import protocol
@@ -22,7 +23,7 @@ from storage_core_s3.options import S3Options
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+RETRYABLE_STATUS = core_backoff.RETRY_STATUSES
 RETRYABLE_S3_CODES = frozenset({"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable", "Throttling"})
 _S3_CODE = re.compile(rb"<Code>([^<]{1,64})</Code>")
 _S3_MESSAGE = re.compile(rb"<Message>([^<]{0,300})</Message>")
@@ -59,50 +60,40 @@ def s3_error(response: httpx.Response, what: str, body: bytes | None = None) -> 
 
 
 def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
-    try:
-        return min(float(value), 120.0) if value is not None else None
-    except ValueError:
-        return None
+    return parse_retry_after(response.headers.get("retry-after"))
 
 
-class Backoff:
-    """Exponential back-off with jitter: attempt n waits uniform(d/2, d) for d = min(max, base * 2**n)."""
+def _retryable(error: BaseException) -> bool:
+    return isinstance(error, TransferError) and error.retryable
 
-    def __init__(self, max_attempts: int, base: float, cap: float, rng: random.Random | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
-        self.max_attempts = max(1, max_attempts)
-        self.base = base
-        self.cap = cap
-        self.rng = rng or random.Random()
-        self.sleep = sleep
 
-    def delays(self) -> Iterator[float]:
-        for attempt in range(self.max_attempts - 1):
-            delay = min(self.cap, self.base * 2**attempt)
-            yield delay / 2 + self.rng.uniform(0, delay / 2)
+class Backoff(core_backoff.Backoff):
+    """The core's back-off (full jitter, Retry-After honoured) with S3's errors: a retryable TransferError or a
+    connection error is tried again; giving up says so."""
 
     def run(self, what: str, attempt: Callable[[], T]) -> T:
         """Call ``attempt`` until it returns, retrying retryable TransferErrors and connection errors."""
-        delays = self.delays()
-        while True:
+
+        def once() -> T:
             try:
                 return attempt()
-            except (TransferError, httpx.TransportError) as error:
-                if isinstance(error, httpx.TransportError):
-                    error = TransferError(f"{what}: {type(error).__name__}: {error}", retryable=True)
-                if not error.retryable:
-                    raise error from None
-                delay = next(delays, None)
-                if delay is None:
-                    raise TransferError(
-                        f"{error} (gave up after {self.max_attempts} attempts)",
-                        status=error.status, code=error.code, retryable=True,
-                    ) from None
-                if error.retry_after is not None:
-                    delay = max(delay, error.retry_after)
-                log.info("%s failed (%s); retrying in %.2fs", what, error, delay)
-                self.sleep(delay)
+            except httpx.TransportError as error:
+                raise TransferError(f"{what}: {type(error).__name__}: {error}", retryable=True) from None
+
+        try:
+            return self.call(what, once, retryable=_retryable)
+        except TransferError as error:
+            if not error.retryable:
+                raise error from None
+            raise TransferError(
+                f"{error} (gave up after {self.attempts} attempts)", status=error.status, code=error.code,
+                retryable=True,
+            ) from None
+
+
+def backoff_for(options: S3Options) -> Backoff:
+    """The back-off the options ask for."""
+    return Backoff(options.max_attempts, options.backoff_base, options.backoff_max)
 
 
 def make_http_client(options: S3Options) -> httpx.Client:
@@ -142,7 +133,7 @@ class GrantClient:
         self.signer = signer
         self.http = http
         self.counters = counters or Counters()
-        self.backoff = backoff or Backoff(options.max_attempts, options.backoff_base, options.backoff_max)
+        self.backoff = backoff or backoff_for(options)
         self.base_url = options.grant_url
         self.base_path = urlsplit(options.grant_url).path.rstrip("/")
 

@@ -1,17 +1,17 @@
-"""The S3 backend's options (``backends.s3.options`` in the storage config), typed and checked."""
+"""The S3 backend's options (``backends.s3.options`` in the storage config): declared here, typed by the core
+(``storage_core.options``), with S3's own ranges checked."""
 
 from __future__ import annotations
 
-import logging
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
 
-from storage_core.errors import BackendError
 from storage_core.layout import check_hotkey
+from storage_core.options import OptionError, at_least, one_of, option_field, parse_options
 from storage_core.values import BackendContext, OptionSpec
 
-log = logging.getLogger(__name__)
 MiB = 1024 * 1024
 CHECKSUM_CHECKS = ("recorded", "full", "off")
 ADDRESSING_STYLES = ("path", "virtual", "auto")
@@ -38,34 +38,11 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
                            "always checks names)"),
 )
 
-_DEFAULTS = {spec.name: spec.default for spec in OPTION_SPECS}
-_TYPES = {spec.name: spec.type for spec in OPTION_SPECS}
+BACKEND_ID = "s3"
 
 
-def _bad(name: str, problem: str) -> BackendError:
-    return BackendError(f"backend 's3' option {name!r}: {problem}", retryable=False)
-
-
-def _convert(name: str, value: Any) -> Any:
-    kind = _TYPES[name]
-    if value is None:
-        return None
-    try:
-        if kind == "int":
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError
-            return int(value)
-        if kind == "float":
-            if isinstance(value, bool):
-                raise ValueError
-            return float(value)
-        if kind == "bool":
-            if isinstance(value, str):
-                return {"true": True, "false": False, "1": True, "0": False}[value.lower()]
-            return bool(value)
-    except (ValueError, KeyError, TypeError):
-        raise _bad(name, f"expected {kind}, got {value!r}") from None
-    return str(value)
+def _bad(name: str, problem: str) -> OptionError:
+    return OptionError(option_field(BACKEND_ID, name), problem)
 
 
 @attrs.frozen
@@ -90,16 +67,10 @@ class S3Options:
     checksum_check: str = "recorded"
 
     @classmethod
-    def from_mapping(cls, options: Any) -> S3Options:
-        values: dict[str, Any] = {}
-        for name in _DEFAULTS:
-            raw = options.get(name)
-            values[name] = _convert(name, raw if raw not in (None, "") else _DEFAULTS[name])
-        for name in ("bucket", "grant_url"):
-            if not values[name]:
-                raise _bad(name, "is required")
-        if not str(values["grant_url"]).startswith(("http://", "https://")):
-            raise _bad("grant_url", f"must be an http:// or https:// URL, got {values['grant_url']!r}")
+    def from_mapping(cls, options: Mapping[str, Any]) -> S3Options:
+        """Typed by the core from ``OPTION_SPECS`` (defaults, one spelling of booleans, URLs, bucket names); the
+        ranges below are S3's own. OptionError (a non-retryable BackendError) names the option."""
+        values = parse_options(BACKEND_ID, OPTION_SPECS, options)
         if values["grant_hotkey"]:
             try:
                 check_hotkey(values["grant_hotkey"])
@@ -108,19 +79,13 @@ class S3Options:
         for name in ("connect_timeout", "read_timeout", "backoff_max", "concurrency", "max_attempts", "multipart_threshold"):
             if values[name] <= 0:
                 raise _bad(name, f"must be positive, got {values[name]!r}")
-        if values["backoff_base"] < 0:
-            raise _bad("backoff_base", f"must not be negative, got {values['backoff_base']!r}")
+        at_least(BACKEND_ID, "backoff_base", values["backoff_base"], 0)
         if values["part_size"] < 5 * MiB:
             raise _bad("part_size", f"must be at least 5 MiB (5242880), got {values['part_size']}")
         if not 1 <= values["page_size"] <= 1000:
             raise _bad("page_size", f"must be between 1 and 1000, got {values['page_size']}")
-        if values["checksum_check"] not in CHECKSUM_CHECKS:
-            raise _bad("checksum_check", f"must be one of {', '.join(CHECKSUM_CHECKS)}, got {values['checksum_check']!r}")
-        if values["addressing_style"] not in ADDRESSING_STYLES:
-            raise _bad("addressing_style", f"must be one of {', '.join(ADDRESSING_STYLES)}")
-        unknown = sorted(set(options) - set(_DEFAULTS))
-        if unknown:  # a newer config may carry options for newer plugin versions: warn, do not fail
-            log.warning("backend 's3' ignores unknown options: %s", ", ".join(unknown))
+        one_of(BACKEND_ID, "checksum_check", values["checksum_check"], CHECKSUM_CHECKS)
+        one_of(BACKEND_ID, "addressing_style", values["addressing_style"], ADDRESSING_STYLES)
         values["grant_url"] = str(values["grant_url"]).rstrip("/")
         return cls(**values)
 

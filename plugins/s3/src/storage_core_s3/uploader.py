@@ -25,7 +25,7 @@ from storage_core.errors import BackendError, InvalidBatchError
 from storage_core.layout import key_for
 from storage_core.values import StagedFile, StoredObject, UploadBatch, UploadReceipt
 from storage_core_s3 import protocol
-from storage_core_s3.client import Backoff, Counters, GrantClient, make_http_client, s3_error
+from storage_core_s3.client import Backoff, Counters, GrantClient, backoff_for, make_http_client, s3_error
 from storage_core_s3.checksums import b64_to_hex, sha256_b64
 from storage_core_s3.options import S3Options
 
@@ -88,7 +88,7 @@ class Uploader:
         self._owns_http = http is None
         self.http = http or make_http_client(options)
         self.counters = Counters()
-        self.backoff = backoff or Backoff(options.max_attempts, options.backoff_base, options.backoff_max)
+        self.backoff = backoff or backoff_for(options)
         self.grants = GrantClient(options, signer, self.http, self.counters, self.backoff)
 
     def close(self) -> None:
