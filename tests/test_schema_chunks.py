@@ -104,3 +104,16 @@ def test_a_chunk_whose_writer_cannot_start_leaves_no_file(tmp_path: Path, monkey
     with pytest.raises(OSError, match="simulated"):
         ChunkFile("x", tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("source", ["x", "reddit"])
+def test_a_chunk_footer_reads_back_the_schema_without_a_serialized_arrow_schema(tmp_path: Path, source: str) -> None:
+    """Footers carry parquet's own types and the schema's metadata as key-values, not ``ARROW:schema``
+    (a third of every footer a validator reads); the Arrow schema read back has the same types and metadata
+    (list items are named ``element``, parquet's compliant name, where Arrow says ``item``)."""
+    staged = write_chunk(make_table(300, source, seed=5), source, tmp_path)
+    parquet = pq.ParquetFile(staged.path)
+    assert b"ARROW:schema" not in (parquet.metadata.metadata or {})
+    assert parquet.schema_arrow.equals(schema_for(source))
+    assert parquet.schema_arrow.metadata == schema_for(source).metadata
+    assert schema_problem(parquet.schema_arrow) is None

@@ -35,6 +35,12 @@ DICTIONARY_COLUMNS = ("source", "label", "username", "community_name", "data_typ
 STATISTICS_COLUMNS = ("uri", "datetime", "source", "content_size_bytes")
 
 
+def leaf_paths(schema: pa.Schema) -> list[str]:
+    """Parquet's column paths for ``schema``: a list column's values live at ``name.list.element``
+    (per-column writer settings keyed by the bare name would miss them)."""
+    return [f"{field.name}.list.element" if pa.types.is_list(field.type) else field.name for field in schema]
+
+
 def sha256_file(path: Path) -> str:
     """The sha256 of a file, read into one reused buffer (never the whole file in memory)."""
     with open(path, "rb", buffering=0) as handle:
@@ -96,10 +102,16 @@ class ChunkFile:
             self.writer = pq.ParquetWriter(
                 self._sink,
                 schema,
-                compression=compression,
+                # The uri column is what a validator reads most (one row group per claimed URI): zstd halves
+                # it (sorted URIs share long prefixes) for little CPU, as it is ~50 bytes of a ~1.4 kB row.
+                compression={path: "zstd" if path == "uri" else compression for path in leaf_paths(schema)},
                 use_dictionary=[name for name in DICTIONARY_COLUMNS if name in schema.names],
                 write_statistics=list(STATISTICS_COLUMNS),
+                # No serialized Arrow schema in the footer: parquet's own types read back as the same Arrow
+                # schema (tested), and every footer a validator reads is ~3 KiB (about a third) smaller.
+                store_schema=False,
             )
+            self._metadata = {key.decode(): value.decode() for key, value in (schema.metadata or {}).items()}
         except BaseException:
             self._sink.close()
             self.release(sync=False)
@@ -135,6 +147,7 @@ class ChunkFile:
 
     def close(self) -> None:
         """Write the footer, hand every byte to the operating system and finish the hash."""
+        self.writer.add_key_value_metadata(self._metadata)  # the schema's metadata, as plain parquet key-values
         self.writer.close()
         self._sink.close()
         self.hash_written()

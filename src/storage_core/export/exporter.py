@@ -49,7 +49,9 @@ class ExportOptions:
     """Knobs of one export; the defaults keep peak memory well under 256 MiB."""
 
     page_rows: int = 4_096  # rows per SQLite query (one short read transaction each; ~4 MB of posts)
-    chunk_rows: int = 32_768  # most rows in one chunk file
+    #: Most rows in one chunk file. A validator reads a chunk's whole footer to find one URI in it, and a
+    #: footer grows with its row groups: past a few thousand rows, footers cost more than the rows sought.
+    chunk_rows: int = 4_096
     row_group_rows: int = ROW_GROUP_ROWS  # most rows in one row group (fewer when memory is short)
     compression: str = attrs.field(default=COMPRESSION, validator=attrs.validators.in_(COMPRESSIONS))  # parquet codec
     memory_bytes: int = 16 * 2**20  # decoded rows buffered across all (source, day) streams
