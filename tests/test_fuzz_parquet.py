@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import random
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,13 +23,14 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from huggingface_hub import CommitOperationAdd, HfApi
+from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
 from reliability_helpers import miner_db, overrides
 
 from demo.world import HF_PREFIX, LocalSubnet
 from storage_core.miner import MinerStorage
 from storage_core.schema import schema_for
 from storage_core.testing.data import make_table, recent_day
+from storage_core.testing.manifests import signed_manifest
 from storage_core.testing.memory_store import MemoryStore
 from storage_core.validator import ValidatorStorage
 from storage_core.verify import check_claims
@@ -100,6 +103,7 @@ def planted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalSub
             storage.close()
         assert all(backend.status == "ok" for backend in round_.result.backends)
         cases: dict[str, str] = {}
+        claims: dict[str, list[str]] = {}  # key -> the URIs the hostile file is listed (and indexed) with
         claimed: set[str] = set()
         operations = []
         total = 0
@@ -110,12 +114,14 @@ def planted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalSub
             world.seaweed.admin.put_object(Bucket=world.bucket_name, Key=key, Body=content, Metadata={"sha256": digest})
             operations.append(CommitOperationAdd(key, content))
             cases[key] = case
+            claims[key] = uris
             claimed.update(uris)
             total += len(content)
         assert world.hub is not None
         HfApi(endpoint=world.hub.url, token=world.hf_tokens[miner.hotkey]).create_commit(
             repo_id_for(world.hf_namespace, HF_PREFIX, miner.hotkey), operations, commit_message="hostile",
             repo_type="dataset")
+        _list_in_manifests(world, miner, storage, claims)
         world.hostile_claimed = claimed  # type: ignore[attr-defined]
         world.mutated = _plant_mutations(world, world.miners[1])  # type: ignore[attr-defined]
         yield world, honest, cases, total
@@ -159,7 +165,43 @@ def _plant_mutations(world: LocalSubnet, miner) -> set[str]:
     HfApi(endpoint=world.hub.url, token=world.hf_tokens[miner.hotkey]).create_commit(
         repo_id_for(world.hf_namespace, HF_PREFIX, miner.hotkey), operations, commit_message="mutated",
         repo_type="dataset")
+    _drop_manifests(world, miner)  # 24 copies of one chunk: checked by listing, the path without a manifest
     return keys
+
+
+def _drop_manifests(world: LocalSubnet, miner) -> None:  # type: ignore[no-untyped-def]
+    assert world.seaweed is not None and world.hub is not None
+    keys = [key for key in world.seaweed.list_keys(world.bucket_name, f"hotkey={miner.hotkey}/")
+            if key.endswith(".manifest")]
+    for key in keys:
+        world.seaweed.admin.delete_object(Bucket=world.bucket_name, Key=key)
+    repo = repo_id_for(world.hf_namespace, HF_PREFIX, miner.hotkey)
+    api = HfApi(endpoint=world.hub.url, token=world.hf_tokens[miner.hotkey])
+    paths = [path for path in api.list_repo_files(repo, repo_type="dataset") if path.endswith(".manifest")]
+    api.create_commit(repo, [CommitOperationDelete(path) for path in paths], commit_message="no manifests",
+                      repo_type="dataset")
+
+
+def _list_in_manifests(world: LocalSubnet, miner, storage: MinerStorage,  # type: ignore[no-untyped-def]
+                       claims: dict[str, list[str]] | None = None) -> None:
+    """The miner lists every object of its prefix (the hostile ones too) in a new manifest per backend, chained
+    to its uploader's last one: a cheater would, so that the checks the files aim at are what must catch them."""
+    assert world.seaweed is not None and world.hub is not None
+    objects = {key: world.seaweed.admin.get_object(Bucket=world.bucket_name, Key=key)["Body"].read()
+               for key in world.seaweed.list_keys(world.bucket_name, f"hotkey={miner.hotkey}/")
+               if key.endswith(".parquet")}
+    for backend in ("s3", "huggingface"):
+        chain = storage.spool.directory / "manifests" / f"{backend}.json"
+        previous = json.loads(chain.read_text())["previous"] if chain.exists() else None
+        key, data = signed_manifest(objects, miner.hotkey, miner.wallet, backend, seq=int(time.time() * 1000),
+                                    previous=previous, claims=claims)
+        if backend == "s3":
+            world.seaweed.admin.put_object(Bucket=world.bucket_name, Key=key, Body=data,
+                                           Metadata={"sha256": hashlib.sha256(data).hexdigest()})
+        else:
+            HfApi(endpoint=world.hub.url, token=world.hf_tokens[miner.hotkey]).create_commit(
+                repo_id_for(world.hf_namespace, HF_PREFIX, miner.hotkey), [CommitOperationAdd(key, data)],
+                commit_message="manifest", repo_type="dataset")
 
 
 @pytest.mark.parametrize("backend", ["s3", "huggingface"])
@@ -175,8 +217,9 @@ def test_corrupted_copies_never_void_a_validation(planted, backend: str) -> None
     # (under policy "any" the other, enabled backend may get a second look at unresolved URIs)
     outcome = next(o for o in report.outcomes if o.backend == backend)
     assert outcome.ok, outcome.error
-    assert {problem.key for problem in outcome.result.problems} <= world.mutated
-    assert outcome.result.problems, "no corruption was noticed at all"
+    assert {problem.key for problem in outcome.result.problems} <= world.mutated, [
+        (p.key[-70:], p.problem) for p in outcome.result.problems if p.key not in world.mutated]
+    assert outcome.result.problems, ("no corruption was noticed at all", outcome.result.manifest, len(outcome.result.found), outcome.result.objects_scanned)
     assert outcome.result.found <= set(_BASE_URIS)
     assert set(report.verdicts.values()) <= {"valid", "invalid"}
     assert outcome.result.bytes_read <= 2 * MUTATIONS * len(_BASE)

@@ -84,3 +84,41 @@ def test_a_store_failure_propagates_and_an_object_failure_does_not() -> None:
         check_claims(_DownStore({planted.key: planted.data}, HOTKEY), "memory", HOTKEY, planted.claims)
     result = check_claims(_GoneStore({planted.key: planted.data}, HOTKEY), "memory", HOTKEY, planted.claims)
     assert not result.found and result.problems[0].problem == "gone since it was listed"
+
+
+def test_an_unknown_codec_in_a_footer_is_the_objects_problem_not_a_crash(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """pyarrow 26 aborts the process when asked a column's codec and the footer names one it does not know
+    (an uncaught C++ exception): the check must never ask, so such a file is one object's problem.
+
+    The check runs in a child process, so that the abort, if it came back, fails this test and not the run.
+    """
+    import io
+    import subprocess
+    import sys
+
+    import pyarrow.parquet as pq
+
+    from storage_core.schema import schema_for
+
+    table = make_table(60, "x", seed=9)
+    sink = io.BytesIO()
+    pq.write_table(table.cast(schema_for("x")), sink, compression="zstd", row_group_size=20)
+    data = sink.getvalue()
+    marker = b"reply_count\x15\x0c"  # a column's path, then its codec field: ZSTD (6, zigzag 12)
+    assert data.count(marker) >= 3  # at least one per row group
+    data = data.replace(marker, b"reply_count\x15\x7c")  # codec 62: no such codec
+    planted = cheats.planted(HOTKEY, table, data, "unknown codec")
+    (tmp_path / "object").write_bytes(planted.data)
+    script = f"""
+import pathlib
+from storage_core.testing.memory_store import MemoryStore
+from storage_core.verify import CheckSettings, check_claims
+data = pathlib.Path({str(tmp_path / 'object')!r}).read_bytes()
+result = check_claims(MemoryStore({{{planted.key!r}: data}}, {HOTKEY!r}), "memory", {HOTKEY!r},
+                      {list(planted.claims)!r}, CheckSettings(seed="s", full_checks=60))
+assert not result.found, result.found
+print([p.problem for p in result.problems])
+"""
+    child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert child.returncode == 0, child.stderr[-2000:]
+    assert "does not decode" in child.stdout, child.stdout  # the codec (pyarrow 17: a page it hit too) is named

@@ -24,6 +24,7 @@ from storage_core.rollout import is_selected, rollout_position
 from storage_core.verify import CheckSettings, ObjectStore, Reference, check_claims
 from storage_core.values import (
     BackendContext,
+    StoredObject,
     StoredRow,
     UploadBatch,
     UploadOutcome,
@@ -266,6 +267,23 @@ class Dispatcher:
         return tuple(sorted(outcomes.values(),
                             key=lambda o: (ranking.index(o.backend) if o.backend in ranking else len(ranking), o.backend)))
 
+    def publish_manifest(self, backend: str, miner_hotkey: str, key: str, data: bytes) -> UploadOutcome:
+        """Store one signed round manifest on ``backend`` (isolated, with the upload time-out); never raises.
+
+        "skipped" when the backend's plugin has no ``storage_publish_manifest`` hook.
+        """
+        if not self.registry.available(backend) or not self.registry.implements(backend, "storage_publish_manifest"):
+            return UploadOutcome(backend, "skipped", error="backend stores no manifests")
+
+        def job() -> UploadReceipt:
+            stored = self.registry.call(backend, "storage_publish_manifest", context=self.context_for(backend),
+                                        miner_hotkey=miner_hotkey, key=key, data=data)
+            if not isinstance(stored, StoredObject):
+                raise TypeError(f"storage_publish_manifest returned {type(stored).__name__}, not StoredObject")
+            return UploadReceipt(backend=backend, location=key, objects=(stored,))
+
+        return self._outcome(backend, _run_isolated({backend: job}, self.timeout_s)[backend])
+
     # ------------------------------------------------------------------ validator side
 
     def validation_backends(self, miner_hotkey: str) -> tuple[str, ...]:
@@ -300,22 +318,25 @@ class Dispatcher:
         results = _run_isolated({b: job_for(b) for b in backends}, self.timeout_s)
         return tuple(ValidationOutcome(b, results[b][0], results[b][1], results[b][2], results[b][3]) for b in backends)
 
-    def check_settings(self, seed: str | None = None, reference: Reference | None = None) -> CheckSettings:
-        """The checks' settings under this config: its freshness window, the caller's seed and reference."""
-        return CheckSettings(freshness_days=self.config.freshness_days, seed=seed, reference=reference)
+    def check_settings(self, seed: str | None = None, reference: Reference | None = None,
+                       copies: Mapping[str, str] | None = None) -> CheckSettings:
+        """The checks' settings under this config: its freshness window, the caller's seed, reference and copies."""
+        return CheckSettings(freshness_days=self.config.freshness_days, seed=seed, reference=reference,
+                             copies=copies or {})
 
     def validate(self, miner_hotkey: str, uris: Sequence[str], *, seed: str | None = None,
-                 reference: Reference | None = None) -> ValidationReport:
+                 reference: Reference | None = None, copies: Mapping[str, str] | None = None) -> ValidationReport:
         """Ask every backend the miner is eligible for, then combine by the config's policy. Never raises.
 
         ``seed`` picks the URIs that get full-row checks (SN13 seeds by block hash; None draws one a miner
-        cannot predict); ``reference`` is the validator's own copy of posts to compare sampled rows with.
+        cannot predict); ``reference`` is the validator's own copy of posts to compare sampled rows with;
+        ``copies`` the copied chunks found by ``storage-core audit`` (object key -> why), whose claims are invalid.
         Under policy ``any``, URIs not found there get a second look on the enabled fallback backends (a miner
         whose upload fell back holds them there); a fallback can only turn a URI valid, never invalid or unknown.
         """
         backends = self.validation_backends(miner_hotkey)
         asked = tuple(dict.fromkeys(uris))
-        settings = self.check_settings(seed, reference)
+        settings = self.check_settings(seed, reference, copies)
         outcomes = self._validate_on(backends, miner_hotkey, asked, settings)
         verdicts = combine(self.config.validation_policy, backends, outcomes, asked)
         if self.config.validation_policy == "any":

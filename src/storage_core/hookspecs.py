@@ -17,6 +17,7 @@ from storage_core.values import (
     BackendContext,
     BackendDescriptor,
     HealthStatus,
+    StoredObject,
     StoredUsage,
     UploadBatch,
     UploadReceipt,
@@ -52,6 +53,16 @@ def storage_reader(context: BackendContext, miner_hotkey: str) -> ObjectStore:
     The core decides what the objects prove (:mod:`storage_core.verify`): names, checksums, footers,
     schema, rows. The store raises ``ObjectError`` for a problem of one object (the miner's fault) and
     anything else when the backend itself fails (the dispatcher reports "could not validate").
+    """
+
+
+@hookspec
+def storage_publish_manifest(context: BackendContext, miner_hotkey: str, key: str, data: bytes) -> StoredObject:
+    """Optionally store a miner's signed round manifest: ``data`` under ``key`` (``layout.manifest_key``).
+
+    Called after the round's chunks are acknowledged; the core builds, signs and chains the manifest
+    (:mod:`storage_core.manifest`), the backend only stores the bytes. A backend without this hook is
+    checked by listing (slower) and reported as having no manifest.
     """
 
 

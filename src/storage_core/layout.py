@@ -81,3 +81,36 @@ def parse_key(key: str) -> ObjectName | None:
     if not (_HOTKEY.match(hotkey) and _PARTITION_VALUE.match(source) and _DATE.match(date)):
         return None
     return ObjectName(hotkey, source, date, match.group("name"))
+
+
+_MANIFEST_KEY = re.compile(r"hotkey=(?P<hotkey>[^/]+)/manifests/(?P<seq>\d{13})-(?P<name>[0-9a-f]{%d})\.manifest"
+                           % NAME_HASH_CHARS)
+#: The highest round number a manifest key can carry (13 digits, so keys sort by round; rounds are
+#: numbered by the clock in milliseconds, which fits 13 digits until the year 2286).
+MAX_MANIFEST_SEQ = 9_999_999_999_999
+
+
+@attrs.frozen
+class ManifestName:
+    """The parts of a round manifest's key: whose, which round (``seq``), which content."""
+
+    hotkey: str
+    seq: int
+    name_hash: str
+
+
+def manifest_key(hotkey: str, seq: int, sha256: str) -> str:
+    """``hotkey={hotkey}/manifests/{seq:013d}-{sha256-prefix}.manifest``: one per round, sorted by round."""
+    if not 0 <= seq <= MAX_MANIFEST_SEQ:
+        raise ValueError(f"manifest round number {seq} is outside 0..{MAX_MANIFEST_SEQ}")
+    if not re.fullmatch(r"[0-9a-f]{64}", sha256):
+        raise ValueError(f"invalid sha256 (want 64 lower-case hex characters): {sha256!r}")
+    return f"{miner_prefix(hotkey)}manifests/{seq:013d}-{sha256[:NAME_HASH_CHARS]}.manifest"
+
+
+def parse_manifest_key(key: str) -> ManifestName | None:
+    """The inverse of :func:`manifest_key`, or None when ``key`` is not a manifest key."""
+    match = _MANIFEST_KEY.fullmatch(key)
+    if match is None or not _HOTKEY.match(match.group("hotkey")):
+        return None
+    return ManifestName(match.group("hotkey"), int(match.group("seq")), match.group("name"))

@@ -38,6 +38,7 @@ CAPABILITY_HOOKS = {
     "validate": "storage_reader",
     "health": "storage_health",
     "usage": "storage_usage",
+    "manifest": "storage_publish_manifest",
 }
 
 

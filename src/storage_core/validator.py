@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from storage_core.dispatch import INVALID, UNKNOWN, VALID, ValidationReport
 from storage_core.node import StorageNode
@@ -19,13 +19,15 @@ class ValidatorStorage:
         self.node = node
 
     def validate_miner_data(self, miner_hotkey: str, uris: Sequence[str], *, seed: str | None = None,
-                            reference: Reference | None = None) -> ValidationReport:
+                            reference: Reference | None = None,
+                            copies: Mapping[str, str] | None = None) -> ValidationReport:
         """Per-URI verdicts (valid / invalid / unknown) and each backend's part; never raises for a backend.
 
         ``seed`` chooses the URIs that get full-row checks (SN13 seeds by block hash; None: unpredictable);
-        ``reference`` is the validator's own copy of posts (a fresh scrape) that sampled rows must match.
+        ``reference`` is the validator's own copy of posts (a fresh scrape) that sampled rows must match;
+        ``copies`` the copied chunks ``storage-core audit`` found (object key -> why; ``audit.load_copies``).
         """
-        report = self.node.dispatcher().validate(miner_hotkey, uris, seed=seed, reference=reference)
+        report = self.node.dispatcher().validate(miner_hotkey, uris, seed=seed, reference=reference, copies=copies)
         log.info(
             "validated %d URIs of %s on %s: %d valid, %d invalid, %d unknown (%d requests, %d bytes)",
             len(report.verdicts), miner_hotkey, ", ".join(report.backends) or "no backend",

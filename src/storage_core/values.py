@@ -19,7 +19,7 @@ import attrs
 PLUGIN_API_VERSION = 2
 
 BACKEND_ID_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
-CAPABILITIES = frozenset({"upload", "validate", "health"})
+CAPABILITIES = frozenset({"upload", "validate", "health", "usage", "manifest"})
 OPTION_TYPES = ("str", "int", "float", "bool")
 
 
@@ -200,6 +200,8 @@ class ValidationResult:
     problems: tuple[IntegrityProblem, ...] = attrs.field(default=(), converter=_problems)
     rejected: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_mapping)
     rows: tuple[StoredRow, ...] = attrs.field(default=(), converter=_stored_rows)
+    #: Which round manifest indexed the check ("round N (key)"), "none: checked by listing", or why it was refused.
+    manifest: str = ""
 
 
 @attrs.frozen

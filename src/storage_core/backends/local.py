@@ -6,13 +6,16 @@ It ships with the core, passes the conformance kit, and serves miners for dry ru
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 from collections.abc import Iterator
 
 from storage_core import __version__
+from storage_core.chain.keys import hotkey_address
 from storage_core.chunks import verify_batch
 from storage_core.errors import BackendError
 from storage_core.hookspecs import hookimpl
@@ -54,7 +57,9 @@ class LocalStore:
         self.meter.add(requests=1)
         for path in sorted(directory.rglob("*")) if directory.is_dir() else ():
             if path.is_file() and not path.name.startswith("."):
-                yield ListedObject(key=path.relative_to(self.root).as_posix(), size=path.stat().st_size)
+                status = path.stat()
+                yield ListedObject(key=path.relative_to(self.root).as_posix(), size=status.st_size,
+                                   stored_at=datetime.fromtimestamp(status.st_mtime, UTC))
 
     def _path(self, key: str) -> Path:
         path = self.root / key
@@ -91,7 +96,7 @@ def storage_backends() -> list[BackendDescriptor]:
             api_version=PLUGIN_API_VERSION,
             package="storage-core",
             version=__version__,
-            capabilities={"upload", "validate", "health"},
+            capabilities={"upload", "validate", "health", "manifest"},
             options=(OptionSpec("root", required=True, description="directory that holds every miner's prefix"),),
             description="Reference backend: a local directory with the S3 key layout",
         )
@@ -118,6 +123,22 @@ def storage_upload(context: BackendContext, batch: UploadBatch) -> UploadReceipt
         objects.append(StoredObject(key=key, size_bytes=staged.size_bytes, sha256=staged.sha256, already_present=present))
     log.info("local: stored %d objects for %s under %s", len(objects), batch.miner_hotkey, root)
     return UploadReceipt(backend=BACKEND_ID, location=str(root), objects=tuple(objects))
+
+
+@hookimpl
+def storage_publish_manifest(context: BackendContext, miner_hotkey: str, key: str, data: bytes) -> StoredObject:
+    """Write a round manifest under the miner's prefix (atomically, like a chunk); only the miner itself may."""
+    acting = context.hotkey or (hotkey_address(context.signer) if context.signer is not None else None)
+    if acting != miner_hotkey:
+        raise BackendError(f"{acting} cannot store a manifest for {miner_hotkey}", retryable=False)
+    if not key.startswith(miner_prefix(miner_hotkey)) or ".." in key.split("/"):
+        raise BackendError(f"manifest key {key!r} is outside {miner_prefix(miner_hotkey)}", retryable=False)
+    target = root_of(context) / key
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    temporary.write_bytes(data)
+    os.replace(temporary, target)
+    return StoredObject(key=key, size_bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
 
 
 @hookimpl

@@ -34,7 +34,7 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]
         table.add_column(column)
     for row in rows:
         table.add_row(*("" if cell is None else str(cell) for cell in row))
-    console.print(table)
+    console.print(table, width=_width())  # COLUMNS as it is now, not as it was when the module was imported
 
 
 def human_bytes(count: int) -> str:

@@ -46,10 +46,12 @@ def read_uris(path: Path) -> list[str]:
 @click.option("--reference", "reference_db", type=click.Path(path_type=Path), default=None,
               help="A database of posts in SN13's DataEntity table (your own scrape) to compare sampled rows with.")
 @click.option("--rows", "show_rows", is_flag=True, help="Show the sampled rows as the miner stored them.")
+@click.option("--copies", "copies_file", type=click.Path(path_type=Path), default=None,
+              help="Copied chunks found by `storage-core audit --copies-out FILE`: claims stored in them are invalid.")
 @node_options
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (verdicts, reasons, sampled rows).")
 def validate_command(miner_hotkey: str, uris_file: Path | None, sample: int | None, db_path: Path | None,
-                     seed: str | None, reference_db: Path | None, show_rows: bool,
+                     seed: str | None, reference_db: Path | None, show_rows: bool, copies_file: Path | None,
                      netuid: int | None, network: str | None, chain_endpoint: str | None, mirror: Path | None,
                      wallet_name: str, wallet_hotkey: str, wallet_path: str | None, state_dir: Path | None,
                      as_json: bool) -> None:
@@ -74,8 +76,10 @@ def validate_command(miner_hotkey: str, uris_file: Path | None, sample: int | No
     if reference_db is not None and not reference_db.is_file():
         raise click.BadParameter(f"{reference_db} does not exist", param_hint="--reference")
     reference = sqlite_reference(reference_db) if reference_db is not None else None
+    copies = _read_copies(copies_file) if copies_file is not None else None
     node = build_node(netuid, network, chain_endpoint, mirror, wallet_name, wallet_hotkey, wallet_path, state_dir)
-    report = ValidatorStorage(node).validate_miner_data(miner_hotkey, uris, seed=seed, reference=reference)
+    report = ValidatorStorage(node).validate_miner_data(miner_hotkey, uris, seed=seed, reference=reference,
+                                                        copies=copies)
     counts = {v: report.count(v) for v in (VALID, INVALID, UNKNOWN)}
     if as_json:
         print_json({
@@ -89,6 +93,7 @@ def validate_command(miner_hotkey: str, uris_file: Path | None, sample: int | No
                           "requests": o.result.requests if o.result else None,
                           "bytes_read": o.result.bytes_read if o.result else None,
                           "rejected": len(o.result.rejected) if o.result else None,
+                          "manifest": o.result.manifest if o.result else None,
                           "problems": [{"key": p.key, "problem": p.problem} for p in o.result.problems]
                           if o.result else []}
                          for o in report.outcomes],
@@ -115,6 +120,20 @@ def validate_command(miner_hotkey: str, uris_file: Path | None, sample: int | No
         print_table("verdict", ["valid", "invalid", "could not validate"],
                     [[counts[VALID], counts[INVALID], counts[UNKNOWN]]])
     raise SystemExit(EXIT_INVALID if counts[INVALID] else EXIT_UNKNOWN if counts[UNKNOWN] else EXIT_VALID)
+
+
+def _read_copies(path: Path) -> dict[str, str]:
+    """The copies file of ``storage-core audit --copies-out``; a clear error when it is not one."""
+    import json
+
+    from storage_core.audit.copies import load_copies
+
+    try:
+        return dict(load_copies(json.loads(path.read_text())))
+    except FileNotFoundError:
+        raise click.BadParameter(f"{path} does not exist", param_hint="--copies") from None
+    except (ValueError, AttributeError) as error:
+        raise click.BadParameter(f"{path}: {error}", param_hint="--copies") from None
 
 
 def _rows(report: Any) -> list[tuple[str, Any]]:

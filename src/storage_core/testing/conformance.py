@@ -11,6 +11,7 @@ for a backend that has none, the way fsspec's abstract tests skip by capability.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 import attrs
 import pytest
 
-from storage_core.chunks import write_chunk
+from storage_core.chunks import read_uris, write_chunk
 from storage_core.errors import StorageCoreError
 from storage_core.schema import SCHEMA_VERSION
 from storage_core.layout import key_for
@@ -32,6 +33,7 @@ from storage_core.values import (
     BackendContext,
     BackendDescriptor,
     StagedFile,
+    StoredObject,
     UploadBatch,
     UploadReceipt,
     ValidationResult,
@@ -307,6 +309,52 @@ class BackendConformance:
     def test_integrity_name_is_not_the_content_hash(self, harness: BackendHarness, put_raw: Any) -> None:
         hotkey = self._hotkey(harness)
         self._assert_caught(harness, put_raw, cheats.truncated_name(cheats.honest(hotkey, self._table(914))))
+
+
+    # -- round manifests: a backend with ``storage_publish_manifest`` stores them; checks then read them --
+
+    @pytest.fixture
+    def manifests(self, harness: BackendHarness) -> None:
+        record = harness.registry.record(harness.target.backend_id)
+        if record is None or "manifest" not in record.capabilities:
+            pytest.skip("the backend stores no round manifests (no storage_publish_manifest hook)")
+
+    def _publish_manifest(self, harness: BackendHarness, signer: Any, miner_hotkey: str, key: str,
+                          data: bytes) -> StoredObject:
+        stored = harness.registry.call(harness.target.backend_id, "storage_publish_manifest",
+                                       context=harness.target.context_for(signer), miner_hotkey=miner_hotkey,
+                                       key=key, data=data)
+        assert isinstance(stored, StoredObject), stored
+        return stored
+
+    def test_manifest_is_stored_and_indexes_the_check(self, harness: BackendHarness, staging: Path,
+                                                      manifests: None) -> None:
+        from storage_core.manifest import ManifestBook
+
+        signer, batch = self._batch(harness, staging, rows=2_000, chunks=2, seed=21)
+        harness.upload(signer, batch)
+        hotkey = harness.hotkey(signer)
+        book = ManifestBook(staging / "manifests", hotkey)
+        book.add(harness.target.backend_id, batch.files)
+        built = book.build(harness.target.backend_id, signer)
+        stored = self._publish_manifest(harness, signer, hotkey, built.key, built.data)
+        assert (stored.key, stored.size_bytes, stored.sha256) == (built.key, len(built.data), built.sha256)
+        again = self._publish_manifest(harness, signer, hotkey, built.key, built.data)  # content-addressed
+        assert again.key == built.key
+        uris = sorted(read_uris(staged.path for staged in batch.files))[::100]
+        result = harness.validate(hotkey, uris)
+        assert result.found == set(uris) and result.manifest.startswith(f"round {built.seq} ("), result
+
+    def test_manifest_for_another_miner_is_refused(self, harness: BackendHarness, staging: Path,
+                                                   manifests: None) -> None:
+        from storage_core.layout import manifest_key
+
+        signer, other = harness.target.miners
+        victim = harness.hotkey(other)
+        data = b"SCM1 not really a manifest"
+        with pytest.raises(Exception):  # noqa: B017 - each backend names the refusal its own way
+            self._publish_manifest(harness, signer, victim, manifest_key(victim, 1, hashlib.sha256(data).hexdigest()),
+                                   data)
 
 
 __all__ = ["BackendConformance", "BackendHarness", "ConformanceTarget", "make_batch", "make_table", "write_chunk"]

@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from datetime import datetime
 
 from storage_core.layout import miner_prefix
 from storage_core.verify.store import ListedObject, Meter, ObjectError, ObjectTail
 
 
 class MemoryStore:
-    """The objects of ``objects`` (key -> bytes) under ``miner_hotkey``'s prefix; records no checksum."""
+    """The objects of ``objects`` (key -> bytes) under ``miner_hotkey``'s prefix; records no checksum, and
+    a store time only for the keys of ``stored_at``."""
 
-    def __init__(self, objects: Mapping[str, bytes], miner_hotkey: str) -> None:
+    def __init__(self, objects: Mapping[str, bytes], miner_hotkey: str,
+                 stored_at: Mapping[str, datetime] | None = None) -> None:
         prefix = miner_prefix(miner_hotkey)
         self.objects = {key: data for key, data in objects.items() if key.startswith(prefix)}
+        self.stored_at = dict(stored_at or {})
         self.meter = Meter()
 
     def list_objects(self) -> Iterator[ListedObject]:
         self.meter.add(requests=1)
         for key in sorted(self.objects):
-            yield ListedObject(key=key, size=len(self.objects[key]))
+            yield ListedObject(key=key, size=len(self.objects[key]), stored_at=self.stored_at.get(key))
 
     def _data(self, key: str) -> bytes:
         if key not in self.objects:

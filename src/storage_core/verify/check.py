@@ -29,7 +29,7 @@ import random
 import threading
 from collections import defaultdict
 from itertools import groupby
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -38,11 +38,14 @@ import attrs
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from storage_core.layout import ObjectName, parse_key
+from storage_core.layout import ObjectName, miner_prefix, parse_key
+from storage_core.manifest.document import ChunkEntry, ManifestError
 from storage_core.values import IntegrityProblem, StoredRow, ValidationResult
-from storage_core.verify.footer import Limits, OpenedFile, RowGroup, miner_bytes, open_object, read_columns
+from storage_core.verify.footer import TAIL_READ_BYTES, Limits, OpenedFile, RowGroup, miner_bytes, open_object, \
+    read_columns
 from storage_core.verify.rows import FUTURE_SKEW, MAX_CONTENT_BYTES, Reference, RowRules, reference_problem, \
     row_problem, source_of_uri
+from storage_core.verify.manifest_index import ManifestIndex, load_manifest
 from storage_core.verify.store import ListedObject, ObjectError, ObjectStore
 
 log = logging.getLogger(__name__)
@@ -60,6 +63,10 @@ class CheckSettings:
     limits: Limits = Limits()
     concurrency: int = 8
     reference: Reference | None = attrs.field(default=None, eq=False)
+    #: Chunks found to be copies of another miner's (object key -> why), from ``storage-core audit``.
+    copies: Mapping[str, str] = attrs.field(factory=dict, eq=False)
+    #: Chunks per check whose manifest description is held to their whole uri column.
+    verify_chunks: int = 1
 
     def rules(self) -> RowRules:
         return RowRules(now=self.now or datetime.now(UTC), freshness=timedelta(days=self.freshness_days))
@@ -102,17 +109,20 @@ class _Check:
         #: (object key, row group) whose rows reach back past the freshness window: the oldest day only.
         self.edge_groups: set[tuple[str, int]] = set()
         self.stale: dict[str, str] = {}  # URI -> why its row is stale
+        self.index: ManifestIndex | None = None  # the miner's latest round manifest, once believed
+        self.refusal: str | None = None  # why the miner's manifest voids every claim here
+        self.wanted: dict[str, frozenset[str]] = {}  # object key -> the URIs its filter block admits
 
     # -- 1 and 2: which objects, opened -----------------------------------------------------------
 
-    def candidates(self) -> list[tuple[ListedObject, ObjectName]]:
+    def candidates(self, listing: Sequence[ListedObject]) -> list[tuple[ListedObject, ObjectName]]:
         """The miner's objects that may hold a claimed URI; problems for objects that cannot be the miner's."""
         sources = {source_of_uri(uri) for uri in self.claimed}
         wanted_sources = None if None in sources else sources
         oldest = self.rules.oldest().date().isoformat()
         newest = (self.rules.now + FUTURE_SKEW).date().isoformat()
         chosen = []
-        for listed in self.store.list_objects():
+        for listed in listing:
             if not listed.key.endswith(".parquet"):
                 continue  # repo files (README, manifests) are not data
             name = parse_key(listed.key)
@@ -126,15 +136,86 @@ class _Check:
                 chosen.append((listed, name))
         return sorted(chosen, key=lambda item: (item[1].date, item[0].key), reverse=True)
 
+    def indexed(self, chosen: list[tuple[ListedObject, ObjectName]],
+                listing: Sequence[ListedObject]) -> list[tuple[ListedObject, ObjectName]]:
+        """Of ``chosen``, the objects the manifest's filter names for some claimed URI; the rest is noted."""
+        assert self.index is not None
+        entries = self.index.entries
+        listed_keys = {listed.key for listed in listing}
+        oldest = self.rules.oldest().date().isoformat()
+        for key, entry in entries.items():
+            if entry.date >= oldest and key not in listed_keys and key not in self.problems:
+                self.problems[key] = f"listed in {self.index.key} but missing from the store"
+        for listed, _name in chosen:
+            if listed.key not in entries:
+                self.problems[listed.key] = f"not listed in the round manifest {self.index.key}: never searched"
+        wanted: dict[str, set[str]] = defaultdict(set)
+        for uri, found in self.index.candidates(list(self.claimed)).items():
+            for entry in found:
+                source = source_of_uri(uri)
+                if source is None or source == entry.source:
+                    wanted[entry.key(self.miner)].add(uri)
+        self.wanted = {key: frozenset(uris) for key, uris in wanted.items()}
+        return [(listed, name) for listed, name in chosen if listed.key in self.wanted and listed.key in entries]
+
     def open(self, listed: ListedObject, name: ObjectName) -> OpenedFile | None:
         try:
-            opened = open_object(self.store, listed, name, self.settings.limits)
+            copy = self.settings.copies.get(listed.key)
+            if copy is not None:
+                raise ObjectError(listed.key, copy)
+            entry = self.index.entries.get(listed.key) if self.index is not None else None
+            hint = entry.footer + 8 if entry is not None else TAIL_READ_BYTES
+            opened = open_object(self.store, listed, name, self.settings.limits, hint)
             with miner_bytes(listed.key, "footer statistics"):
                 self._check_partition(opened)
+            if self.index is not None:
+                self._check_entry(opened, self.index.entries[listed.key])
             return opened
         except ObjectError as error:
             self.problems[listed.key] = error.problem
             return None
+
+    @staticmethod
+    def _check_entry(opened: OpenedFile, entry: ChunkEntry) -> None:
+        """The footer must say what the manifest says of the chunk: size, rows, URI range, content hash."""
+        groups = opened.row_groups
+        footer = (opened.listed.size, sum(g.rows for g in groups), opened.footer_bytes, min(g.uri_min for g in groups),
+                  max(g.uri_max for g in groups))
+        if footer != (entry.size, entry.rows, entry.footer, entry.uri_min, entry.uri_max):
+            raise ObjectError(opened.key, f"footer disagrees with the manifest (size, rows, footer bytes: {footer[:3]} "
+                                          f"vs {(entry.size, entry.rows, entry.footer)}, or the uri range)")
+        if opened.listed.sha256 is not None and opened.listed.sha256 != entry.sha256:
+            raise ObjectError(opened.key, "content sha256 disagrees with the manifest")
+
+    def verify_descriptions(self, opened: list[OpenedFile], listing: Sequence[ListedObject]) -> None:
+        """Hold ``settings.verify_chunks`` of the manifest's chunks (chosen by the seed among all it lists in
+        the window, not only those opened) to their entries: a chunk left out of the filter is never
+        opened otherwise, and could hide a duplicate."""
+        if self.index is None or self.refusal:
+            return
+        material = (self.settings.seed or os.urandom(16).hex()).encode()
+        rng = random.Random(hashlib.sha256(b"storage-core manifest:" + material).digest())
+        entries = self.index.entries
+        by_key = {item.key: item for item in opened}
+        oldest = self.rules.oldest().date().isoformat()
+        present = {listed.key: listed for listed in listing}
+        pool = sorted(key for key, entry in entries.items()
+                      if key in present and entry.date >= oldest and key not in self.problems)
+        for key in rng.sample(pool, min(len(pool), self.settings.verify_chunks)):
+            chosen = by_key.get(key)
+            if chosen is None:
+                name = parse_key(key)
+                if name is None or (chosen := self.open(present[key], name)) is None:
+                    continue  # its problem is recorded; its claims fail with it
+            try:
+                uris: list[str] = []
+                for group in chosen.row_groups:
+                    uris.extend(read_columns(chosen, group, ["uri"]).column("uri").to_pylist())
+                self.index.check_described(entries[key], uris)
+            except ObjectError as error:
+                self.problems[key] = error.problem
+            except ManifestError as error:
+                self.refusal = f"manifest {self.index.key}: {error}"
 
     def _check_partition(self, opened: OpenedFile) -> None:
         """Footer statistics of ``datetime``, ``source`` and ``content_size_bytes`` must fit the object's name."""
@@ -168,6 +249,8 @@ class _Check:
 
     def search(self, opened: OpenedFile, sought: frozenset[str]) -> None:
         """Read the uri column of the row groups of ``opened`` that may hold a sought URI; record hits."""
+        if self.index is not None:
+            sought = self.wanted.get(opened.key, frozenset())
         wanted = [uri for uri in sought if source_of_uri(uri) in (None, opened.name.source)]
         groups = [group for group in opened.row_groups if any(group.may_hold(uri) for uri in wanted)]
         hits: list[tuple[str, _Occurrence]] = []
@@ -241,9 +324,20 @@ class _Check:
 
     def result(self) -> ValidationResult:
         found, rejected = set(), {}
-        for uri in self.claimed:
+        if self.refusal:
+            self.problems.setdefault(self.index.key if self.index else f"{miner_prefix(self.miner)}manifests/",
+                                     self.refusal)
+            rejected = {uri: self.refusal for uri in self.claimed}
+        named: dict[str, list[str]] = defaultdict(list)  # URI -> chunks the manifest's filter named for it
+        for key, uris in self.wanted.items():
+            for uri in uris:
+                named[uri].append(key)
+        for uri in self.claimed if not self.refusal else ():
             occurrences = self.seen.get(uri, [])
             if not occurrences:
+                bad = sorted(key for key in named.get(uri, ()) if key in self.problems)
+                if bad:  # the miner's own manifest points at a chunk that cannot be trusted
+                    rejected[uri] = f"indexed in {bad[0]}, which cannot be trusted: {self.problems[bad[0]]}"
                 continue
             bad = [o.file.key for o in occurrences if o.file.key in self.problems]
             if bad:
@@ -260,7 +354,15 @@ class _Check:
             backend=self.backend, miner_hotkey=self.miner, found=frozenset(found), rejected=rejected,
             requests=self.store.meter.requests, bytes_read=self.store.meter.bytes_read,
             objects_scanned=self.opened, problems=problems, rows=tuple(sorted(self.rows, key=lambda r: r.uri)),
+            manifest=self._manifest_note(),
         )
+
+    def _manifest_note(self) -> str:
+        if self.refusal:
+            return f"refused: {self.refusal}"
+        if self.index is not None:
+            return f"round {self.index.manifest.seq} ({self.index.key})"
+        return "none: checked by listing" if self.opened else "none"
 
 
 def _text(value: object) -> str:
@@ -278,15 +380,33 @@ def check_claims(store: ObjectStore, backend: str, miner_hotkey: str, uris: Sequ
     Raises whatever the store raises for its own failures (the backend could not answer).
     """
     check = _Check(store, backend, miner_hotkey, uris, settings or CheckSettings())
-    candidates = check.candidates()
+    listing = list(store.list_objects())
+    try:
+        check.index = load_manifest(store, listing, miner_hotkey, backend)
+    except ManifestError as error:
+        check.refusal = str(error)
+    candidates = check.candidates(listing)
+    if check.refusal:
+        candidates = []
+    elif check.index is not None:
+        try:
+            candidates = check.indexed(candidates, listing)
+        except ManifestError as error:
+            check.refusal, candidates = f"manifest {check.index.key}: {error}", []
+    elif candidates:
+        log.warning("%s: %s has chunks but no round manifest: checked by listing (slower)", backend, miner_hotkey)
     with ThreadPoolExecutor(max(1, check.settings.concurrency), thread_name_prefix=f"{backend}-check") as pool:
         opened = [item for item in pool.map(lambda item: check.open(*item), candidates) if item is not None]
         check.opened = len(opened)
-        for _day, same_day in groupby(opened, key=lambda item: item.name.date):  # newest day first
-            sought = frozenset(uri for uri in check.claimed if not check.seen.get(uri))
-            if not sought:
-                break
-            list(pool.map(lambda item: check.search(item, sought), list(same_day)))
+        if check.index is not None:  # the filter named each object's URIs: one pass over all of them
+            list(pool.map(lambda item: check.search(item, frozenset()), opened))
+        else:
+            for _day, same_day in groupby(opened, key=lambda item: item.name.date):  # newest day first
+                sought = frozenset(uri for uri in check.claimed if not check.seen.get(uri))
+                if not sought:
+                    break
+                list(pool.map(lambda item: check.search(item, sought), list(same_day)))
+        check.verify_descriptions(opened, listing)
         check.full_row_checks()
     result = check.result()
     log.info("%s: %s holds %d of %d URIs (%d rejected; %d objects opened, %d requests, %d bytes, %d problems)",

@@ -52,9 +52,11 @@ class Limits:
     max_object_bytes: int = 256 * 1024 * 1024
     max_footer_bytes: int = 1024 * 1024
     max_row_groups: int = 1024
-    #: Fewer rows per row group on average than this, over more than one group, is a file made to be slow
-    #: (the export cuts row groups by memory pressure, to a few hundred rows at the least).
+    #: Fewer rows per row group on average than this, over more than ``small_file_row_groups`` groups, is a
+    #: file made to be slow. A file of a few groups is cheap whatever their size: an honest export of a
+    #: small day can cut a handful of tiny groups (memory pressure flushes every open day at once).
     min_average_group_rows: int = 32
+    small_file_row_groups: int = 16
     max_rows: int = 262_144
 
 
@@ -79,20 +81,25 @@ class OpenedFile:
     name: ObjectName
     parquet: pq.ParquetFile = attrs.field(eq=False, repr=False)
     row_groups: tuple[RowGroup, ...]
+    footer_bytes: int = 0
 
     @property
     def key(self) -> str:
         return self.listed.key
 
 
-def open_object(store: ObjectStore, listed: ListedObject, name: ObjectName, limits: Limits) -> OpenedFile:
-    """Read and check one object's tail and footer; raise ``ObjectError`` for anything the miner got wrong."""
+def open_object(store: ObjectStore, listed: ListedObject, name: ObjectName, limits: Limits,
+                tail_bytes: int = TAIL_READ_BYTES) -> OpenedFile:
+    """Read and check one object's tail and footer; raise ``ObjectError`` for anything the miner got wrong.
+
+    ``tail_bytes``: how much to read from the end first (a manifest says how long each chunk's footer is).
+    """
     key = listed.key
     if listed.size < 12:
         raise ObjectError(key, f"object is {listed.size} bytes: too small to be parquet")
     if listed.size > limits.max_object_bytes:
         raise ObjectError(key, f"object is {listed.size} bytes, over the {limits.max_object_bytes}-byte cap")
-    tail = store.read_tail(key, min(listed.size, TAIL_READ_BYTES))
+    tail = store.read_tail(key, min(listed.size, max(12, min(tail_bytes, limits.max_footer_bytes + 8))))
     if tail.size != listed.size:
         raise ObjectError(key, f"object is {tail.size} bytes but was listed with {listed.size}")
     _check_checksum(store, listed, name, tail.sha256 or listed.sha256)
@@ -107,7 +114,8 @@ def open_object(store: ObjectStore, listed: ListedObject, name: ObjectName, limi
         declared = (schema.metadata or {}).get(METADATA_SOURCE_KEY, b"").decode("utf-8", "replace")
         if declared != name.source:
             raise ObjectError(key, f"file holds source {declared!r} but is stored under source={name.source}")
-        return OpenedFile(listed, name, parquet, _row_groups(key, metadata, listed.size, limits))
+        return OpenedFile(listed, name, parquet, _row_groups(key, metadata, listed.size, limits),
+                          int.from_bytes(data[-8:-4], "little"))
 
 
 def _check_checksum(store: ObjectStore, listed: ListedObject, name: ObjectName, recorded: str | None) -> None:
@@ -151,7 +159,8 @@ def _row_groups(key: str, metadata: pq.FileMetaData, size: int, limits: Limits) 
                                "cannot be checked within bounded work")
     if metadata.num_rows > limits.max_rows or metadata.num_rows < 1:
         raise ObjectError(key, f"footer claims {metadata.num_rows} rows (allowed: 1 to {limits.max_rows})")
-    if metadata.num_row_groups > 1 and metadata.num_rows < limits.min_average_group_rows * metadata.num_row_groups:
+    if metadata.num_row_groups > limits.small_file_row_groups and \
+            metadata.num_rows < limits.min_average_group_rows * metadata.num_row_groups:
         raise ObjectError(key, f"{metadata.num_row_groups} row groups for {metadata.num_rows} rows: fewer than "
                                f"{limits.min_average_group_rows} rows a group cannot be checked within bounded work")
     paths = [metadata.schema.column(i).path for i in range(metadata.num_columns)]
@@ -166,8 +175,9 @@ def _row_groups(key: str, metadata: pq.FileMetaData, size: int, limits: Limits) 
             if chunk.num_values != rows:
                 raise ObjectError(key, f"row group {index}: column {paths[column]} holds {chunk.num_values} values "
                                        f"for {rows} rows: lying footer")
-            if chunk.compression == "UNCOMPRESSED" and column == uri:
-                raise ObjectError(key, f"row group {index} is stored uncompressed")
+            # Never read ``chunk.compression`` here: pyarrow 26 aborts the whole process (an uncaught C++
+            # exception) on a codec value it does not know, so one hostile footer would stop a validator.
+            # A bad codec is found safely when the column is read (an OSError, the object's problem).
         chunk = group.column(uri)
         compressed = chunk.total_compressed_size
         if compressed < 0 or compressed > size or rows > 8 * max(compressed, 1):

@@ -13,6 +13,7 @@ supply ``_fetch_range`` and keeps the buffered file for itself. Two kinds of fai
 from __future__ import annotations
 
 import threading
+from datetime import datetime
 from collections.abc import Iterable
 from typing import Protocol, runtime_checkable
 
@@ -30,11 +31,13 @@ class ObjectError(Exception):
 
 @attrs.frozen
 class ListedObject:
-    """One object of a listing. ``sha256`` is the content hash the store itself verified, when it has one."""
+    """One object of a listing. ``sha256`` is the content hash the store itself verified, when it has one;
+    ``stored_at`` the time the store recorded for it (S3 LastModified, the Hub's commit), never the miner's."""
 
     key: str
     size: int
     sha256: str | None = None
+    stored_at: datetime | None = None
 
 
 @attrs.frozen

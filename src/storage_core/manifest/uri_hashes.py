@@ -1,0 +1,46 @@
+"""The one hash of a URI that manifests use: for the membership filter and for the copy-detection sample.
+
+``blake2b`` with a 16-byte digest, read as two little-endian 64-bit words: ``h0`` picks the filter's
+bucket and is the value a sample keeps; ``h1`` places the filter's bits and decides sampling. A URI
+is sampled when the top ``SAMPLE_SHIFT`` bits of ``h1`` are zero, so every miner samples the same
+URIs: two miners' samples overlap exactly where their URI sets do, whatever their chunk sizes.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Iterable
+
+import numpy as np
+
+#: One URI in 128 is sampled: a 3,300-row chunk keeps ~26 sample values (8 bytes each).
+SAMPLE_SHIFT = 7
+SAMPLE_RATE = 1 / (1 << SAMPLE_SHIFT)
+
+
+def uri_hashes(uris: Iterable[str]) -> np.ndarray:
+    """An ``(n, 2)`` uint64 array: ``h0, h1`` of each URI, in order."""
+    raw = b"".join(hashlib.blake2b(uri.encode("utf-8"), digest_size=16).digest() for uri in uris)
+    return np.frombuffer(raw, dtype="<u8").reshape(-1, 2).astype(np.uint64)
+
+
+def sampled(hashes: np.ndarray) -> np.ndarray:
+    """The sorted, distinct ``h0`` of the sampled URIs of ``hashes``."""
+    if not len(hashes):
+        return np.zeros(0, dtype=np.uint64)
+    chosen = hashes[(hashes[:, 1] >> np.uint64(64 - SAMPLE_SHIFT)) == 0, 0]
+    return np.unique(chosen)
+
+
+def encode_sample(values: np.ndarray) -> str:
+    """A sample as text for a manifest: base64 of the little-endian words."""
+    return base64.b64encode(np.asarray(values, dtype="<u8").tobytes()).decode("ascii")
+
+
+def decode_sample(text: str) -> np.ndarray:
+    """The inverse of :func:`encode_sample`; ValueError for text that is not a whole number of words."""
+    raw = base64.b64decode(text.encode("ascii"), validate=True)
+    if len(raw) % 8:
+        raise ValueError("sample is not a whole number of 8-byte values")
+    return np.frombuffer(raw, dtype="<u8").astype(np.uint64)
