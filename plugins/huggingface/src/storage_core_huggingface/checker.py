@@ -19,6 +19,8 @@ import logging
 import re
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
 
 import attrs
 from huggingface_hub import hf_hub_url
@@ -45,11 +47,22 @@ _HUB_FAILURES: tuple[type[Exception], ...] = (HfHubHTTPError, *HTTP_ERRORS, OSEr
 
 @attrs.frozen
 class Snapshot:
-    """The repo at one revision: its files by path, and why nothing in it counts (a bad manifest), if so."""
+    """The repo at one revision: its files by path, and why nothing in it counts (a bad manifest), if so.
+
+    ``timed``: the files carry ``stored_at`` (the listing was expanded with each file's last commit)."""
 
     revision: str | None
     files: dict[str, ListedObject]
     refusal: str | None = None
+    timed: bool = False
+
+
+def commit_time(entry: Any) -> datetime | None:
+    """The date of the last commit that changed a listed file (an expanded listing's ``last_commit``), in UTC."""
+    date = getattr(getattr(entry, "last_commit", None), "date", None)
+    if not isinstance(date, datetime):
+        return None
+    return date.replace(tzinfo=UTC) if date.tzinfo is None else date.astimezone(UTC)
 
 
 class HfStore:
@@ -67,17 +80,22 @@ class HfStore:
 
     # -- listing ----------------------------------------------------------------------------------
 
-    def listing(self) -> Snapshot:
-        """The repo at its current revision, resolved and listed once (the manifest is not read here)."""
+    def listing(self, *, timed: bool = False, revision: str | None = None) -> Snapshot:
+        """The repo at ``revision`` (else its current one, resolved), listed once (the manifest is not read here).
+
+        ``timed`` expands the listing with each file's last commit, for ``stored_at``: slow on the real Hub
+        (it looks up the history of every file), so only ``list_objects_timed`` asks for it."""
         api = hf_api(self.options)
         try:
             with metered(self.meter):
-                info = self._backoff.call(f"read {self.repo_id}", lambda: api.repo_info(
-                    self.repo_id, repo_type="dataset", timeout=self.options.timeout_s))
-                revision = info.sha or "main"
+                if revision is None:
+                    info = self._backoff.call(f"read {self.repo_id}", lambda: api.repo_info(
+                        self.repo_id, repo_type="dataset", timeout=self.options.timeout_s))
+                    revision = info.sha or "main"
+                pinned = revision
                 try:
                     entries = self._backoff.call(f"list {self.repo_id}", lambda: list(api.list_repo_tree(
-                        self.repo_id, recursive=True, repo_type="dataset", revision=revision)))
+                        self.repo_id, recursive=True, repo_type="dataset", revision=pinned, expand=timed)))
                 except EntryNotFoundError:
                     entries = []  # an empty repo
         except RepositoryNotFoundError as error:
@@ -87,16 +105,25 @@ class HfStore:
         except _HUB_FAILURES as error:
             raise backend_error("reading", self.repo_id, error) from error
         files = {
-            entry.path: ListedObject(key=entry.path, size=entry.size, sha256=entry.lfs.sha256 if entry.lfs else None)
+            entry.path: ListedObject(key=entry.path, size=entry.size, sha256=entry.lfs.sha256 if entry.lfs else None,
+                                     stored_at=commit_time(entry) if timed else None)
             for entry in entries if isinstance(entry, RepoFile)
         }
-        return Snapshot(revision, files)
+        return Snapshot(revision, files, timed=timed)
 
-    def snapshot(self) -> Snapshot:
-        """The listing plus the manifest check, made once per store."""
+    def snapshot(self, *, timed: bool = False) -> Snapshot:
+        """The listing plus the manifest check, made once per store (listed again, expanded, at the same
+        revision when ``timed`` is asked after an untimed listing)."""
         with self._lock:
+            if self._snapshot is not None and timed and not self._snapshot.timed:
+                current = self._snapshot
+                if current.revision is None:  # no repo: nothing to time
+                    self._snapshot = attrs.evolve(current, timed=True)
+                else:
+                    listed = self.listing(timed=True, revision=current.revision)
+                    self._snapshot = attrs.evolve(current, files=listed.files, timed=True)
             if self._snapshot is None:
-                snapshot = self.listing()
+                snapshot = self.listing(timed=timed)
                 if any(key.endswith(".parquet") for key in snapshot.files):  # no data: nothing to vouch for
                     problem = manifest_problem(self._small(snapshot, MANIFEST_PATH),
                                                self._small(snapshot, SIGNATURE_PATH), self.repo_id, self.miner_hotkey)
@@ -118,6 +145,13 @@ class HfStore:
 
     def list_objects(self) -> Iterator[ListedObject]:
         yield from sorted(self.snapshot().files.values(), key=lambda listed: listed.key)
+
+    def list_objects_timed(self) -> Iterator[ListedObject]:
+        """``list_objects`` with ``stored_at`` = the Hub's time of the last commit that changed each file.
+
+        One expanded listing (``list_repo_tree(expand=True)``), slower than the plain one on the real Hub;
+        reads then use the same revision."""
+        yield from sorted(self.snapshot(timed=True).files.values(), key=lambda listed: listed.key)
 
     # -- reading ----------------------------------------------------------------------------------
 

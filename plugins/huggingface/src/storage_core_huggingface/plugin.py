@@ -7,8 +7,8 @@ from importlib.metadata import version
 from huggingface_hub.errors import HfHubHTTPError
 
 from storage_core import PLUGIN_API_VERSION, BackendDescriptor, HealthStatus, hookimpl
-from storage_core.values import BackendContext, StoredUsage, UploadBatch, UploadReceipt
-from storage_core_huggingface import checker, uploader
+from storage_core.values import BackendContext, StoredObject, StoredUsage, UploadBatch, UploadReceipt
+from storage_core_huggingface import checker, manifests, uploader
 from storage_core_huggingface.client import hf_api
 from storage_core_huggingface.options import OPTION_SPECS, HfOptions
 
@@ -24,7 +24,7 @@ def storage_backends() -> list[BackendDescriptor]:
             api_version=PLUGIN_API_VERSION,
             package="storage-core-huggingface",
             version=version("storage-core-huggingface"),
-            capabilities={"upload", "validate", "health"},
+            capabilities={"upload", "validate", "health", "manifest"},
             options=OPTION_SPECS,
             description="One HuggingFace dataset repo per miner, derived from its hotkey",
         )
@@ -35,6 +35,12 @@ def storage_backends() -> list[BackendDescriptor]:
 def storage_upload(context: BackendContext, batch: UploadBatch) -> UploadReceipt:
     """Publish ``batch`` in one commit to the miner's repo."""
     return uploader.upload(context, batch)
+
+
+@hookimpl
+def storage_publish_manifest(context: BackendContext, miner_hotkey: str, key: str, data: bytes) -> StoredObject:
+    """Commit a signed round manifest at path ``key`` of the miner's repo (one commit)."""
+    return manifests.publish_manifest(context, miner_hotkey, key, data)
 
 
 @hookimpl

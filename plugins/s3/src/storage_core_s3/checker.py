@@ -23,12 +23,13 @@ import time
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import attrs
 import httpx
 
-from storage_core.layout import miner_prefix, parse_key
+from storage_core.layout import miner_prefix, parse_key, parse_manifest_key
 from storage_core.verify.store import ListedObject, Meter, ObjectError, ObjectTail
 from storage_core_s3 import protocol
 from storage_core_s3.checksums import b64_to_hex
@@ -50,6 +51,21 @@ class ListPage:
     next_token: str | None
 
 
+def parse_last_modified(key: str, value: str | None) -> datetime | None:
+    """A listing's ``LastModified`` (ISO 8601, the time the store recorded the object) as an aware UTC datetime.
+
+    None when the store gives none; an unparsable one is the store's failure, like an unparsable size.
+    """
+    text = (value or "").strip()
+    if not text:
+        return None
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise TransferError(f"the listing gives {key!r} the LastModified {text[:40]!r}", retryable=False) from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
 def parse_list_page(body: bytes) -> ListPage:
     """Parse a ListObjectsV2 answer (namespace-agnostic); a malformed one is the store's failure."""
     try:
@@ -69,7 +85,8 @@ def parse_list_page(body: bytes) -> ListPage:
             size = fields.get("Size", "").strip()
             if not size.isdigit():
                 raise TransferError(f"the listing gives {fields.get('Key')!r} the size {size!r}", retryable=False)
-            objects.append(ListedObject(fields.get("Key", ""), int(size)))
+            key = fields.get("Key", "")
+            objects.append(ListedObject(key, int(size), stored_at=parse_last_modified(key, fields.get("LastModified"))))
         elif name == "IsTruncated":
             truncated = (child.text or "").strip().lower() == "true"
         elif name == "NextContinuationToken":
@@ -127,6 +144,10 @@ class S3Store:
         """Every object under the prefix, page by page (GET URLs of each page come with the next grant)."""
         return self._listing(presign=True)
 
+    def list_objects_timed(self) -> Iterator[ListedObject]:
+        """The same listing: every object already carries ``stored_at`` (S3's LastModified costs nothing)."""
+        return self.list_objects()
+
     def usage(self) -> tuple[int, int]:
         """(objects, bytes) of the miner's parquet objects, from listing pages only."""
         objects = size = 0
@@ -145,8 +166,10 @@ class S3Store:
             mine = [item for item in page.objects if item.key.startswith(self.prefix)]
             if len(mine) != len(page.objects):
                 log.warning("listing of %s returned %d keys outside it; ignored", self.prefix, len(page.objects) - len(mine))
-            # Presign only what the core may open (its own key parser); odd keys never reach a grant request.
-            pending = [item.key for item in mine if presign and parse_key(item.key) is not None]
+            # Presign only what the core may open (its key parsers: chunks and round manifests); odd keys never
+            # reach a grant request.
+            pending = [item.key for item in mine
+                       if presign and (parse_key(item.key) is not None or parse_manifest_key(item.key) is not None)]
             yield from mine
             if page.next_token is None:
                 break

@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 
-from storage_core.layout import hotkey_of_key, miner_prefix, object_key
+from storage_core.layout import MAX_MANIFEST_SEQ, hotkey_of_key, manifest_key, miner_prefix, object_key
 
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 _MAX_KEY_LENGTH = 1024
@@ -82,6 +82,14 @@ def build_key(hotkey: str, source: str, date: str, sha256: str) -> str:
     check_date(date)
     check_sha256("sha256", sha256)
     return object_key(hotkey, source, date, sha256)
+
+
+def build_manifest_key(hotkey: str, seq: int, sha256: str) -> str:
+    """A round manifest's key, built by the *service* from the signer, the round number and the sha256."""
+    if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq <= MAX_MANIFEST_SEQ:
+        raise bad("invalid_name", f"manifest_seq must be a round number between 0 and {MAX_MANIFEST_SEQ}, got {seq!r}")
+    check_sha256("sha256", sha256)
+    return manifest_key(hotkey, seq, sha256)
 
 
 def own_key(hotkey: str, key: str) -> str:

@@ -15,11 +15,21 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from storage_core.chain import http_auth
-from storage_core.layout import NAME_HASH_CHARS, miner_prefix
+from storage_core.layout import MAX_MANIFEST_SEQ, NAME_HASH_CHARS, miner_prefix
 from storage_core.membership import SubnetMembership
 from storage_core_s3 import protocol
 from storage_core_s3.bucket import PINNED_HEADERS, PINNED_PARAMS, BucketAccess, odd_headers
-from storage_core_s3.checks import GrantError, bad, build_key, check_key_text, check_sha256, check_size, decode, own_key
+from storage_core_s3.checks import (
+    GrantError,
+    bad,
+    build_key,
+    build_manifest_key,
+    check_key_text,
+    check_sha256,
+    check_size,
+    decode,
+    own_key,
+)
 from storage_core_s3.checksums import sha256_b64
 from storage_core_s3.plumbing import client_address, error_response, rate_limited, read_body, signed_path
 from storage_core_s3.protocol import (
@@ -151,9 +161,19 @@ class GrantService:
     async def upload_grant(self, hotkey: str, body: bytes, event: dict[str, Any]) -> dict[str, Any]:
         await self._require_registered(hotkey)
         request: UploadGrantRequest = decode(body, UploadGrantRequest)
-        key = build_key(hotkey, request.source, request.date, request.sha256)
-        event["key"] = key
-        check_size(request.size, self.settings.max_object_bytes)
+        if request.manifest_seq is None:
+            key = build_key(hotkey, request.source, request.date, request.sha256)
+            event["key"] = key
+            check_size(request.size, self.settings.max_object_bytes)
+        else:  # a round manifest: the signer's manifest key, immutable like a chunk (content-addressed name)
+            if request.source or request.date:
+                raise bad("invalid_request", "a manifest grant (manifest_seq) names no source or date")
+            key = build_manifest_key(hotkey, request.manifest_seq, request.sha256)
+            event["key"] = key
+            if request.size > self.settings.max_manifest_bytes:
+                raise GrantError(413, "manifest_too_large", f"a manifest of {request.size} bytes is over this "
+                                                            f"service's limit of {self.settings.max_manifest_bytes} bytes")
+            check_size(request.size, self.settings.max_object_bytes)
         if request.size > self.settings.max_single_upload_bytes:
             raise bad("use_multipart",
                       f"size {request.size} is over {self.settings.max_single_upload_bytes} bytes: ask {protocol.PATH_MULTIPART}")
@@ -406,12 +426,15 @@ class GrantService:
             "freshness_window": settings.freshness_window,
             "max_object_bytes": settings.max_object_bytes,
             "max_single_upload_bytes": settings.max_single_upload_bytes,
+            "max_manifest_bytes": settings.max_manifest_bytes,
             "min_part_size": settings.min_part_size,
             "max_parts": settings.max_parts_per_grant,
             "max_keys": settings.max_keys,
             "max_body_bytes": settings.max_body_bytes,
             "daily_quota_bytes": settings.daily_quota_bytes,
             "key_layout": "hotkey={hotkey}/source={source}/date={YYYY-MM-DD}/{sha256[:%d]}.parquet" % NAME_HASH_CHARS,
+            "manifest_key_layout": "hotkey={hotkey}/manifests/{seq:0%dd}-{sha256[:%d]}.manifest"
+                                   % (len(str(MAX_MANIFEST_SEQ)), NAME_HASH_CHARS),
         }
 
     async def health(self, request: Request, event: dict[str, Any]) -> Response:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from storage_core import PLUGIN_API_VERSION, BackendDescriptor, hookimpl
 from storage_core.chunks import verify_batch
-from storage_core.values import BackendContext, HealthStatus, StoredUsage, UploadBatch, UploadReceipt
+from storage_core.values import BackendContext, HealthStatus, StoredObject, StoredUsage, UploadBatch, UploadReceipt
 from storage_core_s3.options import OPTION_SPECS, S3Options
 
 if TYPE_CHECKING:
@@ -29,7 +29,7 @@ def storage_backends() -> list[BackendDescriptor]:
             api_version=PLUGIN_API_VERSION,
             package="storage-core-s3",
             version=version("storage-core-s3"),
-            capabilities={"upload", "validate", "health"},
+            capabilities={"upload", "validate", "health", "manifest"},
             options=OPTION_SPECS,
             description="S3-compatible object storage (AWS, R2, Spaces, MinIO, SeaweedFS) through presigned grants",
         )
@@ -45,6 +45,14 @@ def storage_upload(context: BackendContext, batch: UploadBatch) -> UploadReceipt
     options = S3Options.from_context(context)
     with Uploader(options, context.signer) as uploader:
         return uploader.upload_batch(batch, verified=True)
+
+
+@hookimpl
+def storage_publish_manifest(context: BackendContext, miner_hotkey: str, key: str, data: bytes) -> StoredObject:
+    """Store a signed round manifest through a manifest grant (the service builds the same key from the signer)."""
+    from storage_core_s3.manifests import publish_manifest
+
+    return publish_manifest(S3Options.from_context(context), context.signer, miner_hotkey, key, data)
 
 
 @hookimpl

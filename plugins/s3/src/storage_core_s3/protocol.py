@@ -31,12 +31,17 @@ class _Request(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class UploadGrantRequest(_Request):
-    """Ask to upload one chunk in one request. The server builds the key from the signer's hotkey."""
+    """Ask to upload one chunk (or, with ``manifest_seq``, one round manifest) in one request.
+
+    The server builds the key from the signer's hotkey: ``layout.object_key`` for a chunk,
+    ``layout.manifest_key(hotkey, manifest_seq, sha256)`` for a manifest (which names no source or date).
+    """
 
     sha256: str  # 64 lower-case hex characters: the whole file's sha256
     size: int  # exact size in bytes
-    source: str  # partition values: the only part of the key the client chooses
-    date: str  # YYYY-MM-DD
+    source: str = ""  # partition values: the only part of a chunk's key the client chooses (required for chunks)
+    date: str = ""  # YYYY-MM-DD (required for chunks)
+    manifest_seq: int | None = None  # a round manifest's round number: the grant is for the signer's manifest key
 
 
 class MultipartGrantRequest(_Request):

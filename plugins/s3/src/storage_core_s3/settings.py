@@ -14,6 +14,9 @@ ADDRESSING_STYLES = ("path", "virtual", "auto")
 UPLOAD_METHODS = ("post", "put")
 ENV_PREFIX = "STORAGE_CORE_S3_"
 GiB = 1024**3
+#: The largest round manifest the core's default ``ManifestLimits`` accept: its 8-byte prefix, an 8 MiB
+#: header and a 64 MiB filter section (``storage_core.verify.manifest_index`` refuses anything larger).
+DEFAULT_MAX_MANIFEST_BYTES = 8 + (8 + 64) * 1024**2
 
 
 def _positive(_instance: object, attribute: Any, value: float) -> None:
@@ -46,6 +49,7 @@ class GrantSettings:
     read_grant_ttl: int = attrs.field(default=900, validator=_positive)
     max_object_bytes: int = attrs.field(default=S3_MAX_SINGLE_UPLOAD, validator=_positive)
     max_single_upload_bytes: int = attrs.field(default=S3_MAX_SINGLE_UPLOAD, validator=_positive)
+    max_manifest_bytes: int = attrs.field(default=DEFAULT_MAX_MANIFEST_BYTES, validator=_positive)  # per manifest grant
     min_part_size: int = attrs.field(default=S3_MIN_PART_SIZE, validator=_positive)
     max_keys: int = attrs.field(default=1000, validator=_positive)  # per listing page and per read grant
     max_body_bytes: int = attrs.field(default=64 * 1024, validator=_positive)
@@ -105,6 +109,7 @@ def settings_from_env(environ: dict[str, str] | None = None, **overrides: Any) -
         "multipart_grant_ttl": ("MULTIPART_GRANT_TTL", int),
         "read_grant_ttl": ("READ_GRANT_TTL", int),
         "max_object_bytes": ("MAX_OBJECT_BYTES", int),
+        "max_manifest_bytes": ("MAX_MANIFEST_BYTES", int),
         "max_keys": ("MAX_KEYS", int),
         "max_body_bytes": ("MAX_BODY_BYTES", int),
         "rate_limit": ("RATE_LIMIT", float),

@@ -9,7 +9,9 @@ for dataset repos:
 * ``POST /api/datasets/{repo}/preupload/{rev}`` (``regular`` or ``lfs`` per file, with the remote oid);
 * ``POST /api/datasets/{repo}/commit/{rev}`` (NDJSON: ``header``, ``file``, ``lfsFile``, ``deletedFile``),
   keeping a commit history so tests can count commits;
-* ``GET /api/datasets/{repo}/tree/{rev}[/{path}]`` (recursive, cursor-paginated with a ``Link`` header),
+* ``GET /api/datasets/{repo}/tree/{rev}[/{path}]`` (recursive, cursor-paginated with a ``Link`` header;
+  ``expand=true`` adds each file's ``lastCommit``: ``id``, ``title`` and ISO-8601 ``date`` of the last
+  commit that changed it, as the Hub does),
   ``POST .../paths-info/{rev}``, ``GET /api/datasets/{repo}[/revision/{rev}]``, ``.../commits/{rev}``;
 * ``HEAD``/``GET /datasets/{repo}/resolve/{rev}/{path}`` with ``ETag``, ``X-Repo-Commit``,
   ``Content-Length``, ``X-Linked-Etag``/``X-Linked-Size`` for LFS files, and ``Range`` (206);
@@ -442,6 +444,26 @@ class DevHub:
             if oid not in repo["lfs"] or not path.is_file() or path.stat().st_size != size:
                 raise HubError(404, f"LFS object {oid} not found")
 
+    @staticmethod
+    def last_commits(repo: dict[str, Any], sha: str, paths: Iterable[str]) -> dict[str, dict[str, str]]:
+        """path -> ``{"id", "title", "date"}`` of the last commit, at or before ``sha``, that changed each path
+        (added it, or changed its content); walks the history from ``sha`` until every path is found."""
+        commits = repo["commits"]
+        tree = commits[sha]["tree"]
+        pending = {path for path in paths if path in tree}
+        found: dict[str, dict[str, str]] = {}
+        current = sha
+        while pending and current:
+            commit = commits[current]
+            parent = commit["parent"]
+            before = commits[parent]["tree"] if parent else {}
+            changed = {path for path in pending if before.get(path) != tree[path]}
+            for path in changed:
+                found[path] = {"id": current, "title": commit["title"], "date": commit["date"]}
+            pending -= changed
+            current = parent
+        return found
+
     def snapshot(self, grant: TokenGrant | None, repo_id: str, revision: str):
         """(repo, commit sha, tree) for a read; raises the Hub's 404s."""
         with self._lock:
@@ -526,14 +548,18 @@ def create_app(hub: DevHub) -> Any:
 
     async def tree(request: Request) -> Response:
         repo_id = _repo_id(request)
-        _, _, files = hub.snapshot(hub.grant_for(request), repo_id, request.path_params["revision"])
+        repo, sha, files = hub.snapshot(hub.grant_for(request), repo_id, request.path_params["revision"])
         base = request.path_params.get("path", "").strip("/")
         recursive = request.query_params.get("recursive", "false").lower() in ("1", "true")
+        expand = request.query_params.get("expand", "false").lower() in ("1", "true")
         if base and base not in files and not any(p.startswith(base + "/") for p in files):
             raise HubError(404, f"{base} does not exist on {request.path_params['revision']}", "EntryNotFound")
         items = _listing(files, base, recursive)
         start = int(request.query_params.get("cursor", "0") or 0)
         page = items[start:start + hub.page_size]
+        if expand:  # the files' last commits (folders get none here)
+            last = hub.last_commits(repo, sha, [item["path"] for item in page if item["type"] == "file"])
+            page = [{**item, "lastCommit": last[item["path"]]} if item["path"] in last else item for item in page]
         headers = {}
         if start + hub.page_size < len(items):
             params = dict(request.query_params)
