@@ -44,9 +44,13 @@ def test_upload_then_nothing_new(world: LocalSubnet, miner_db: Path, tmp_path: P
     assert first["rows_exported"] == 3_000 and first["selected"] == ["s3", "huggingface"]
     assert {b["backend"]: b["status"] for b in first["backends"]} == {"s3": "ok", "huggingface": "ok"}
     assert all(t["rows"] == 3_000 for t in first["tallies"])
+    assert set(first["manifests"]) == {"s3", "huggingface"}  # a signed round manifest on each backend
+    assert all(note.startswith("round ") and " stored (" in note for note in first["manifests"].values()), \
+        first["manifests"]
     code, output = invoke(world, "miner0", "upload", "--db", str(miner_db), "--json", state=tmp_path)
     second = json.loads(output)
     assert code == 0 and second["rows_exported"] == 0 and second["tallies"] == []
+    assert second["manifests"] == {}  # nothing new stored: no new manifest
 
     code, output = invoke(world, "miner0", "status", "--json", state=tmp_path)
     status = json.loads(output)

@@ -18,10 +18,12 @@ from typing import Any
 import attrs
 
 from storage_core.atomic import write_json_atomic
+from storage_core.export.backfill import BackfillOptions
 from storage_core.export.exporter import ExportOptions
 from storage_core.export.round import RoundProgress, RoundResult, run_upload_round
 from storage_core.export.spool import Spool
-from storage_core.dispatch import unavailable_reason
+from storage_core.dispatch import Dispatcher, unavailable_reason
+from storage_core.manifest import ManifestBook
 from storage_core.node import StorageNode
 from storage_core.telemetry import StorageMetrics
 from storage_core.values import UploadBatch, UploadOutcome
@@ -49,6 +51,7 @@ class MinerRound:
     selected: tuple[str, ...]
     tallies: tuple[BackendTally, ...]
     unavailable: Mapping[str, str] = attrs.field(factory=dict)  # selected backend -> why its plugin cannot run
+    manifests: Mapping[str, str] = attrs.field(factory=dict)  # backend -> what happened to its round manifest
 
     @property
     def ok(self) -> bool:
@@ -69,8 +72,11 @@ class MinerStorage:
         spool: Spool | None = None,
         export_options: ExportOptions = ExportOptions(),
         metrics: StorageMetrics | None = None,
+        backfill: BackfillOptions | None = BackfillOptions(),
     ) -> None:
         self.node = node
+        #: Per-round bounds of backfills (None: none); the window is the chain config's ``freshness_days``.
+        self.backfill = backfill
         self.db_path = Path(db_path)
         self.spool = spool or Spool(node.state_dir / "spool")
         self.export_options = export_options
@@ -107,8 +113,14 @@ class MinerStorage:
         tallies: dict[str, BackendTally] = {}
         last: dict[str, dict[str, Any]] = {}
 
-        def publish(batch: UploadBatch, backends: Sequence[str]) -> tuple[UploadOutcome, ...]:
-            outcomes = dispatcher.upload(batch, backends)
+        # Backfill batches never fall back: the next backend in the order holds those rows already, and a
+        # second copy of a row in other chunks would make validators reject it as a duplicate.
+        no_fallback = Dispatcher(dispatcher.registry, attrs.evolve(dispatcher.config, fallback_order=()),
+                                 dispatcher.context_for, dispatcher.timeout_s)
+
+        def publish(batch: UploadBatch, backends: Sequence[str], via: Dispatcher = dispatcher
+                    ) -> tuple[UploadOutcome, ...]:
+            outcomes = via.upload(batch, backends)
             self.metrics.record_uploads(outcomes)
             for outcome in outcomes:
                 tally = tallies.get(outcome.backend, BackendTally(outcome.backend))
@@ -132,15 +144,45 @@ class MinerStorage:
             if progress is not None:
                 progress(event)
 
+        book = ManifestBook(self.spool.directory / "manifests", self.node.hotkey, self.node.config.freshness_days)
         result = run_upload_round(
             self.db_path, self.spool, selected, publish, miner_hotkey=self.node.hotkey,
-            options=self.export_options, progress=on_progress,
+            options=self.export_options, progress=on_progress, on_stored=book.add,
+            publish_backfill=lambda batch, backends: publish(batch, backends, no_fallback),
+            backfill=None if self.backfill is None else attrs.evolve(
+                self.backfill, freshness_days=self.node.config.freshness_days),
         )
+        manifests = self._publish_manifests(dispatcher, book, sorted({*selected, *tallies}))
         self._save_last(last)
         for backend in result.backends:
             log.info("round %s: %s %s, %d files, %d bytes, %d still owed", result.round_id, backend.backend,
                      backend.status, backend.files, backend.bytes, backend.still_owed_files)
-        return MinerRound(result, selected, tuple(tallies[name] for name in sorted(tallies)), unavailable)
+        return MinerRound(result, selected, tuple(tallies[name] for name in sorted(tallies)), unavailable, manifests)
+
+    def _publish_manifests(self, dispatcher: Dispatcher, book: ManifestBook, backends: Sequence[str]) -> dict[str, str]:
+        """Store the next signed manifest on each backend that took chunks not yet in its last one."""
+        done: dict[str, str] = {}
+        for backend in backends:
+            if not book.owes_manifest(backend):
+                continue
+            if not dispatcher.registry.implements(backend, "storage_publish_manifest"):
+                done[backend] = "not stored: the backend keeps no manifests"
+                continue
+            try:
+                built = book.build(backend, self.node.signer)
+            except Exception as error:  # never lose the round over its manifest
+                log.exception("manifest for %s could not be built", backend)
+                done[backend] = f"failed: {error}"
+                continue
+            outcome = dispatcher.publish_manifest(backend, self.node.hotkey, built.key, built.data)
+            if outcome.ok:
+                book.published(built)
+                done[backend] = f"round {built.seq} stored ({built.chunks} chunks)"
+            else:
+                log.warning("manifest %d for %s not stored (%s); it is written again next round", built.seq, backend,
+                            outcome.error)
+                done[backend] = f"failed: {outcome.error}"
+        return done
 
     def _save_last(self, last: dict[str, dict[str, Any]]) -> None:
         if not last:

@@ -1,4 +1,4 @@
-"""``storage-core status``: config and its sources, this hotkey's backends, plugins, spool, last uploads."""
+"""``storage-core status``: config and its sources, this hotkey's backends, plugins, spool, backfills, last uploads."""
 
 from __future__ import annotations
 
@@ -39,13 +39,36 @@ def spool_backlog(state_dir: Path, now: float | None = None) -> dict[str, dict[s
         spool.close()
 
 
+def backfill_progress(state_dir: Path) -> dict[str, dict[str, Any]]:
+    """Per backend that joined after this miner's first round: its backfill's state and rows done / in the window."""
+    from storage_core.export.ledger import Ledger
+
+    path = state_dir / "spool" / "ledger.sqlite"
+    if not path.exists():
+        return {}
+    ledger = Ledger(path, state_dir / "spool" / "chunks")
+    try:
+        return {record.backend: record.to_dict() for record in ledger.backfills()}
+    finally:
+        ledger.close()
+
+
+def _backfill_row(name: str, entry: dict[str, Any]) -> list[Any]:
+    done, total = entry["rows_done"], entry["rows_total"]
+    share = f" ({min(100, 100 * done // total)}%)" if total else ""
+    state = "complete" if entry["state"] == "complete" else f"running{share}"
+    return [name, state, f"{done:,} / {total:,}", human_bytes(entry["bytes_done"]), entry["window_start"][:16],
+            (entry["cursor"] or "")[:13]]
+
+
 @click.command("status")
 @node_options
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status_command(netuid: int | None, network: str | None, chain_endpoint: str | None, mirror: Path | None,
                    wallet_name: str, wallet_hotkey: str, wallet_path: str | None, state_dir: Path | None,
                    as_json: bool) -> None:
-    """Show the effective config, this hotkey's backends and rollout positions, plugins, spool and last uploads.
+    """Show the effective config, this hotkey's backends and rollout positions, plugins, spool, backfills and last
+    uploads.
 
     Exits 1 when the subnet has no storage config (nothing on chain or in the environment) or a backend selected
     for this hotkey has no working plugin here (its data stays owed).
@@ -62,6 +85,7 @@ def status_command(netuid: int | None, network: str | None, chain_endpoint: str 
     selections = node.selections()
     plugins = describe(node.registry.records(), resolved.config)
     backlog = spool_backlog(node.state_dir)
+    backfill = backfill_progress(node.state_dir)
     last = load_last_uploads(node.state_dir)
     problems = [] if has_config(resolved) else [
         f"subnet {node.netuid} has no storage config: nothing on chain and nothing in the environment "
@@ -75,7 +99,7 @@ def status_command(netuid: int | None, network: str | None, chain_endpoint: str 
             "selection": [{"backend": s.backend, "selected": s.selected, "available": s.available,
                            "position": s.position, "rollout_percent": s.rollout_percent, "reason": s.reason}
                           for s in selections],
-            "plugins": plugins, "spool": backlog, "last_upload": last, "problems": problems,
+            "plugins": plugins, "spool": backlog, "backfill": backfill, "last_upload": last, "problems": problems,
         })
         if problems:
             raise SystemExit(EXIT_FAILED)
@@ -91,6 +115,10 @@ def status_command(netuid: int | None, network: str | None, chain_endpoint: str 
     print_table("spool", ["backend", "chunks waiting", "bytes", "oldest"],
                 [[name, entry["chunks"], human_bytes(entry["bytes"]), f"{entry['oldest_age_s']:.0f}s"]
                  for name, entry in sorted(backlog.items())] or [["(empty)", 0, "0 B", "-"]])
+    print_table("backfill (backends that joined later get the rows of the freshness window)",
+                ["backend", "state", "rows done / in window", "bytes", "window from", "at hour"],
+                [_backfill_row(name, entry) for name, entry in sorted(backfill.items())]
+                or [["(none)", "", "", "", "", ""]])
     print_table("last upload", ["backend", "when", "status", "files", "bytes", "error"],
                 [[name, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry["at"])), entry["status"],
                   entry["files"], human_bytes(entry["bytes"]), entry.get("error") or ""]

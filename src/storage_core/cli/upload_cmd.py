@@ -92,6 +92,7 @@ def round_json(round_: Any) -> dict[str, Any]:
     data["selected"] = list(round_.selected)
     data["unavailable"] = dict(round_.unavailable)
     data["ok"] = round_.ok
+    data["manifests"] = dict(round_.manifests)  # backend -> the round manifest stored (or why not)
     data["tallies"] = [{"backend": t.backend, "batches": t.batches, "rows": t.rows, "elapsed_s": round(t.elapsed_s, 3),
                         "fallback_for": list(t.fallback_for)} for t in round_.tallies]
     return data
@@ -103,14 +104,21 @@ def round_json(round_: Any) -> dict[str, Any]:
 @click.option("--once", "mode", flag_value="once", default=True, help="Run one round and exit (default).")
 @click.option("--every", "every", default=None, help="Run a round every interval, e.g. 2h, until interrupted.")
 @click.option("--spool-max-bytes", type=int, default=None, help="Bound the spool's disk use (export pauses when full).")
+@click.option("--backfill-rows", type=click.IntRange(min=0), default=None,
+              help="Most older rows sent per round to each backend that joined later (default 250000; 0 pauses "
+                   "backfills). New rows always go first.")
+@click.option("--backfill-bytes", type=click.IntRange(min=0), default=None,
+              help="Most backfill chunk bytes per round per backend (default 256 MiB).")
 @click.option("--metrics-port", type=int, default=None,
               help="Serve Prometheus metrics (uploads, bytes, failures, latency per backend) on 127.0.0.1:PORT.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (one JSON document per round).")
 def upload_command(db_path: Path, netuid: int | None, network: str | None, chain_endpoint: str | None,
                    mirror: Path | None, wallet_name: str, wallet_hotkey: str, wallet_path: str | None,
                    state_dir: Path | None, mode: str, every: str | None, spool_max_bytes: int | None,
-                   metrics_port: int | None, as_json: bool) -> None:
+                   backfill_rows: int | None, backfill_bytes: int | None, metrics_port: int | None,
+                   as_json: bool) -> None:
     """Publish this miner's new rows to every backend the config selects for its hotkey."""
+    from storage_core.export.backfill import BackfillOptions
     from storage_core.export.spool import Spool
     from storage_core.miner import MinerStorage
 
@@ -119,7 +127,10 @@ def upload_command(db_path: Path, netuid: int | None, network: str | None, chain
     interval = parse_duration(every) if every else None
     quiet_hub_progress()
     node = build_node(netuid, network, chain_endpoint, mirror, wallet_name, wallet_hotkey, wallet_path, state_dir)
-    storage = MinerStorage(node, db_path, Spool(node.state_dir / "spool", max_bytes=spool_max_bytes))
+    bounds = {"max_rows": backfill_rows, "max_bytes": backfill_bytes}
+    backfill = BackfillOptions(**{name: value for name, value in bounds.items() if value is not None})
+    storage = MinerStorage(node, db_path, Spool(node.state_dir / "spool", max_bytes=spool_max_bytes),
+                           backfill=backfill)
     console = Console(stderr=True)
     server = storage.metrics.serve(metrics_port) if metrics_port is not None else None
     failed = interrupted = False
@@ -148,6 +159,10 @@ def upload_command(db_path: Path, netuid: int | None, network: str | None, chain
                             f"{result.chunks_exported} chunks ({human_bytes(result.bytes_exported)}), "
                             f"{result.skipped_rows} skipped, {result.elapsed_s:.1f}s",
                             ["backend", "files", "rows", "bytes", "time", "outcome"], summary_rows(round_))
+                for entry in result.backfill:
+                    if entry.rows or entry.state != "complete":
+                        console.print(f"backfill {entry.backend}: {entry.rows:,} rows this round, "
+                                      f"{entry.rows_done:,} / ~{entry.rows_total:,} done ({entry.state})")
                 if result.backpressure:
                     console.print("[yellow]spool full: some rows wait for the next round[/]")
                 for backend, why in round_.unavailable.items():

@@ -1,7 +1,8 @@
 """One miner upload round: export the new rows once, publish them to every selected backend, prune.
 
 The new rows are those after the watermark plus those stored late behind it (``late.py``), each
-exported once and committed with its chunks.
+exported once and committed with its chunks. Only once they are published does a backend newly selected
+for this miner get a bounded share of the older rows it lacks (``backfill.py``), so new rows never wait.
 
 The round never converts the same rows twice, whatever the number of backends: the export writes
 chunks into the spool, and each backend gets the chunks it still owes (a backend that was down last
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import attrs
 
+from storage_core.export.backfill import BackfillOptions, export_backfill_pass, start_backfills
 from storage_core.export.exporter import ExportOptions, export
 from storage_core.export.late import export_late_rows
 from storage_core.export.spool import Spool
@@ -61,6 +63,19 @@ class BackendRoundResult:
 
 
 @attrs.frozen
+class BackfillRoundResult:
+    """One backend's backfill after the round: what this round sent, and how far it is overall."""
+
+    backend: str
+    state: str  # running or complete
+    rows: int  # taken off the backfill this round
+    files: int  # backfill chunks exported this round
+    bytes: int
+    rows_done: int
+    rows_total: int
+
+
+@attrs.frozen
 class RoundResult:
     """Everything a CLI needs to print a round as a table (``as_dict`` for ``--json``)."""
 
@@ -77,6 +92,7 @@ class RoundResult:
     pruned_files: int
     spool_bytes: int
     elapsed_s: float
+    backfill: tuple[BackfillRoundResult, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -144,8 +160,16 @@ def run_upload_round(
     options: ExportOptions = ExportOptions(),
     round_id: str | None = None,
     progress: Callable[[RoundProgress], None] | None = None,
+    on_stored: Callable[[str, list[StagedFile]], None] | None = None,
+    backfill: BackfillOptions | None = BackfillOptions(),
+    publish_backfill: Publisher | None = None,
 ) -> RoundResult:
-    """Run one round for one miner; see the module docstring. Raises only for a bad database or spool."""
+    """Run one round for one miner; see the module docstring. Raises only for a bad database or spool.
+
+    ``backfill`` None turns backfills off (neither started nor continued). ``publish_backfill`` sends
+    backfill batches (default ``publish``); it must not fall back to another backend, which would get a
+    second copy of rows it holds already (``MinerStorage`` gives it a dispatcher without a fallback order).
+    """
     started = time.monotonic()
     round_id = round_id or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
     selected = tuple(dict.fromkeys(backends))
@@ -158,6 +182,8 @@ def run_upload_round(
         spool.recover()
         if selected:  # an empty selection (no config yet?) must not release what is owed
             spool.retire(selected)
+        if backfill is not None:  # before this round's exports: their rows reach a new backend anyway
+            start_backfills(spool.ledger, selected, backfill.freshness_days)
         exhausted = not selected  # with no backend selected there is nobody to export for
         late_done = exhausted  # rows stored late behind the watermark go first (see late.py)
         while True:
@@ -192,8 +218,9 @@ def run_upload_round(
                     skipped += result.skipped_count
                     skipped_uris.extend(row.uri for row in result.skipped)
 
-            for need, files in sorted(spool.pending_groups(set(selected) - down).items(), key=lambda i: sorted(i[0])):
-                _publish(spool, publish, miner_hotkey, round_id, need, files, tallies, down, progress)
+            new_groups = spool.pending_groups(set(selected) - down, backfill=False)
+            for need, files in sorted(new_groups.items(), key=lambda i: sorted(i[0])):
+                _publish(spool, publish, miner_hotkey, round_id, need, files, tallies, down, progress, on_stored)
             freed_files, _freed_bytes = spool.prune()
             pruned += freed_files
 
@@ -205,6 +232,12 @@ def run_upload_round(
                             round_id, spool.directory, spool.used_bytes())
                 break
         backpressure = not exhausted  # rows are waiting because the spool stayed full
+        backfilled: tuple[BackfillRoundResult, ...] = ()
+        if backfill is not None:
+            backfilled, freed = _run_backfills(Path(db_path), spool, selected, publish_backfill or publish,
+                                               miner_hotkey, round_id, tallies, down, progress, on_stored, options,
+                                               backfill)
+            pruned += freed
 
         owed = {name: 0 for name in selected}
         for backends_owing in spool.ledger.pending().values():
@@ -228,7 +261,80 @@ def run_upload_round(
         pruned_files=pruned,
         spool_bytes=spool_bytes,
         elapsed_s=time.monotonic() - started,
+        backfill=backfilled,
     )
+
+
+def _run_backfills(
+    db_path: Path,
+    spool: Spool,
+    selected: tuple[str, ...],
+    publish: Publisher,
+    miner_hotkey: str,
+    round_id: str,
+    tallies: dict[str, _Tally],
+    down: set[str],
+    progress: Callable[[RoundProgress], None] | None,
+    on_stored: Callable[[str, list[StagedFile]], None] | None,
+    options: ExportOptions,
+    backfill: BackfillOptions,
+) -> tuple[tuple[BackfillRoundResult, ...], int]:
+    """Send each selected backend with a running backfill its share for this round (see ``backfill.py``).
+
+    Backfill chunks an earlier round left owed go first and count against the bound; a backend that
+    failed this round gets nothing more, so its backfill never piles up in the spool. Each pass is
+    pruned once sent, so the spool holds one pass at a time. Returns the results and the files pruned.
+    """
+    results = []
+    pruned = 0
+    records = {record.backend: record for record in spool.ledger.backfills()}
+    for backend in selected:
+        record = records.get(backend)
+        if record is None:
+            continue
+        rows = files = size = 0
+        rows_left, bytes_left = backfill.max_rows, backfill.max_bytes
+
+        def send() -> int:
+            nonlocal pruned
+            groups = spool.pending_groups([backend], backfill=True)
+            sent = 0
+            for need, batch in sorted(groups.items(), key=lambda i: sorted(i[0])):
+                _publish(spool, publish, miner_hotkey, round_id, need, batch, tallies, down, progress, on_stored)
+                sent += sum(staged.size_bytes for staged in batch)
+            pruned += spool.prune()[0]
+            return sent
+
+        if backend not in down:
+            bytes_left -= send()
+        while not record.complete and backend not in down and rows_left > 0 and bytes_left > 0:
+            # bytes per row as this backfill measured them, else as the spool's chunks, else a guess
+            per_row = (record.bytes_done / record.rows_done if record.bytes_done else None) \
+                or spool.ledger.bytes_per_row() or DEFAULT_BYTES_PER_ROW
+            room = spool.room_bytes()
+            if room is not None and room <= 0:
+                log.warning("round %s: spool full; the backfill of %s waits", round_id, backend)
+                break
+            by_bytes = max(1, int(min(bytes_left, room if room is not None else bytes_left) / per_row))
+            if not record.bytes_done:  # a first, smaller pass measures the bytes per row for the next ones
+                by_bytes = max(1, by_bytes // 4)
+            limit = min(rows_left, by_bytes)
+            passed = export_backfill_pass(db_path, spool.chunk_dir, spool.ledger, backend, limit,
+                                          backfill.freshness_days, options)
+            record = spool.commit_backfill(passed, round_id)
+            rows, files, size = rows + passed.taken, files + len(passed.files), size + passed.total_bytes
+            rows_left -= passed.taken
+            send()
+            bytes_left -= passed.total_bytes
+            if not passed.taken and not passed.dropped and not passed.remaining:
+                break  # no progress: never loop on it
+        record = spool.ledger.backfill(backend) or record
+        if rows or not record.complete:
+            log.info("round %s: backfill of %s: %d rows this round, %d of ~%d done (%s)", round_id, backend, rows,
+                     record.rows_done, record.rows_total, record.state)
+        results.append(BackfillRoundResult(backend, record.state, rows, files, size, record.rows_done,
+                                           record.rows_total))
+    return tuple(results), pruned
 
 
 def _publish(
@@ -241,6 +347,7 @@ def _publish(
     tallies: dict[str, _Tally],
     down: set[str],
     progress: Callable[[RoundProgress], None] | None,
+    on_stored: Callable[[str, list[StagedFile]], None] | None = None,
 ) -> None:
     """Send one batch to the backends that all owe exactly these files, and record what they stored."""
     names = tuple(sorted(need))
@@ -261,6 +368,12 @@ def _publish(
         tally = tallies.setdefault(outcome.backend, _Tally(outcome.backend))
         if outcome.ok:
             covered = _acknowledged(outcome, files)
+            if on_stored is not None and covered:  # while the files are still in the spool
+                try:
+                    on_stored(outcome.backend, covered)
+                except Exception:  # a manifest problem must never cost the round its acknowledgements
+                    log.exception("round %s: recording %d chunks stored on %s failed", round_id, len(covered),
+                                  outcome.backend)
             tally.files += len(covered)
             tally.bytes += sum(staged.size_bytes for staged in covered)
             if tally.status == "idle":

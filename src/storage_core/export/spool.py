@@ -3,7 +3,7 @@
 Layout::
 
     SPOOL/chunks/{sha256}.parquet   chunks written by the export
-    SPOOL/ledger.sqlite             who must hold which chunk, acknowledgements, the watermark
+    SPOOL/ledger.sqlite             who must hold which chunk, acknowledgements, the watermark, backfills
     SPOOL/.lock                     held (flock) while a round runs, so two rounds never interleave
 
 A chunk is deleted only when every backend that must hold it (or the fallback that stood in for it)
@@ -21,8 +21,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from storage_core.errors import StorageCoreError
+from storage_core.export.backfill import BackfillPass
 from storage_core.export.exporter import ExportResult
-from storage_core.export.ledger import Ledger
+from storage_core.export.ledger import BackfillRecord, Ledger
 from storage_core.export.watermark import Watermark
 from storage_core.values import StagedFile
 
@@ -108,15 +109,23 @@ class Spool:
         finally:
             result.bucket_digests.close()
 
-    def pending_groups(self, backends: Iterable[str]) -> dict[frozenset[str], list[StagedFile]]:
+    def commit_backfill(self, passed: BackfillPass, round_id: str = "") -> BackfillRecord:
+        """Record a backfill pass's chunks (owed to its backend alone) and move its cursor, in one transaction."""
+        return self.ledger.record_backfill(passed.backend, passed.files, passed.remaining, rows=passed.taken,
+                                           dropped=passed.dropped, cursor=passed.cursor, round_id=round_id)
+
+    def pending_groups(
+        self, backends: Iterable[str], backfill: bool | None = None
+    ) -> dict[frozenset[str], list[StagedFile]]:
         """Chunks still owed to any of ``backends``, grouped by the exact set of backends that owe them.
 
         A backend that was down has older chunks the others already hold, so each group becomes
-        its own batch and nothing is sent twice to a backend that has it.
+        its own batch and nothing is sent twice to a backend that has it. ``backfill`` picks the
+        copies owed by a backfill (True), the others (False) or all (None).
         """
         wanted = set(backends)
         groups: dict[frozenset[str], list[StagedFile]] = {}
-        for sha, owed in self.ledger.pending().items():
+        for sha, owed in self.ledger.pending(backfill).items():
             need = frozenset(owed & wanted)
             if not need:
                 continue
