@@ -36,7 +36,8 @@ def test_small_demo_runs_to_its_verdict() -> None:
     output, _ = process.communicate(timeout=300)
     assert process.returncode == 0, output[-3000:]
     assert "demo finished" in output and "the cheating miner fails" in output
-    assert output.count("[") >= 7 and "[7/7]" in output
+    assert "the copier is caught by the audit" in output and "byte" in output
+    assert output.count("[") >= 8 and "[8/8]" in output
 
 
 @pytest.mark.slow
@@ -49,7 +50,7 @@ def test_ctrl_c_stops_every_server() -> None:
         match = re.search(r"SeaweedFS at \S+ \(pid (\d+)\)", line)
         if match:
             seaweed_pid = int(match.group(1))
-        if "[2/7]" in line or time.monotonic() > deadline:
+        if "[2/8]" in line or time.monotonic() > deadline:
             break
     assert seaweed_pid is not None and _alive(seaweed_pid)
     process.send_signal(signal.SIGINT)

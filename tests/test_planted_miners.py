@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from storage_core.facades import create_validator_storage
 from storage_core.miner import MinerStorage
 from storage_core.testing import cheats
 from storage_core.testing.data import make_table, recent_day
+from storage_core.testing.manifests import signed_manifest
 from storage_core.testing.minerdb import create_miner_db
 from storage_core_huggingface.identity import repo_id_for
 from storage_core_huggingface.testing.hub_server import start_hub
@@ -84,7 +86,7 @@ class Planting:
 def subnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     root = tmp_path_factory.mktemp("planted")
     local_root = root / "local-store"
-    with LocalSubnet(root / "subnet", miners=len(CHEATS) + 1) as world:
+    with LocalSubnet(root / "subnet", miners=len(CHEATS) + 1 + len(COPIERS)) as world:
         document = world.config(100, policy="all").to_dict()
         document["backends"]["local"] = {"enabled": True, "rollout_percent": 100, "options": {}}
         document["fallback_order"] = ["s3", "huggingface", "local"]
@@ -102,6 +104,7 @@ def subnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
                 outcome = storage.upload_data()
             finally:
                 storage.close()
+            chains = storage.spool.directory / "manifests"
             assert {b.backend: b.status for b in outcome.result.backends} == dict.fromkeys(BACKENDS, "ok")
             honest_uris = sorted(uri for uri in world.stored_uris("s3", miner.hotkey))
             claims = honest_uris[:12]
@@ -110,9 +113,77 @@ def subnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
                 for backend in BACKENDS:
                     for key, data in (*planted.also, (planted.key, planted.data)):
                         planting.put(backend, miner, key, data)
+                    # The cheater lists its file in a manifest of its own, chained to its uploader's last one,
+                    # so what must catch it is the check the cheat is aimed at, not a missing entry.
+                    chain = chains / f"{backend}.json"
+                    previous = json.loads(chain.read_text())["previous"] if chain.exists() else None
+                    planting.put(backend, miner, *signed_manifest(
+                        dict((*planted.also, (planted.key, planted.data))), miner.hotkey, miner.wallet, backend,
+                        seq=int(time.time() * 1000), previous=previous))
                 claims = list(planted.claims[:24])
             miners[name] = (miner, claims)
+        _plant_copiers(world, root, planting, local, miners, first=len(CHEATS) + 1)
         yield {"world": world, "miners": miners, "local": local, "local_root": local_root, "root": root}
+
+
+#: Miners around one original: two copy it (the same bytes; the same rows in new bytes), one shares 5% of its posts.
+COPIERS = ("original", "byte copier", "re-encoded copier", "honest, 5% shared")
+ORIGINAL_ROWS = 2400  # ~19 sampled URIs: enough to judge a re-encoded copy (see storage_core.audit.copies)
+
+
+def _upload(world: LocalSubnet, miner: Participant, db: Path, local: dict[str, Any]) -> Path:
+    own = {"backends": {**local["backends"], "huggingface": {"options": {"token": world.hf_tokens[miner.hotkey]}}}}
+    storage = MinerStorage(world.node(miner, overrides=own), db)
+    try:
+        outcome = storage.upload_data()
+    finally:
+        storage.close()
+    assert {b.backend: b.status for b in outcome.result.backends} == dict.fromkeys(BACKENDS, "ok")
+    return storage.spool.directory / "manifests"
+
+
+def _plant_copiers(world: LocalSubnet, root: Path, planting: Planting, local: dict[str, Any],
+                   miners: dict[str, tuple[Participant, list[str]]], first: int) -> None:
+    import io
+    import sqlite3
+
+    import pyarrow.parquet as pq
+
+    original, byte_copier, reencoder, sharer = world.miners[first:first + len(COPIERS)]
+    source_db = create_miner_db(root / "original.sqlite", ORIGINAL_ROWS, seed=700, days=2).path
+    _upload(world, original, source_db, local)
+    theirs = {key: path.read_bytes() for path in (planting.local_root / f"hotkey={original.hotkey}").rglob("*.parquet")
+              if (key := path.relative_to(planting.local_root).as_posix())}
+    # An honest miner that scraped 5% of the same posts: its own uploader, its own manifests.
+    shared_db = create_miner_db(root / "sharer.sqlite", ORIGINAL_ROWS * 19 // 20, seed=701, days=2).path
+    with sqlite3.connect(shared_db) as db:
+        db.execute("ATTACH DATABASE ? AS original", (str(source_db),))
+        db.execute("INSERT INTO DataEntity SELECT * FROM original.DataEntity ORDER BY uri LIMIT ?", (ORIGINAL_ROWS // 20,))
+    _upload(world, sharer, shared_db, local)
+    time.sleep(1.1)  # S3 records LastModified in whole seconds: the copies come strictly later
+    for number, copier in enumerate((byte_copier, reencoder)):
+        chains = _upload(world, copier, create_miner_db(root / f"{copier.name}.sqlite", 120, seed=702 + number).path,
+                         local)
+        copies: dict[str, bytes] = {}
+        for key, data in theirs.items():
+            if copier is byte_copier:
+                copies[f"hotkey={copier.hotkey}/{key.split('/', 1)[1]}"] = data
+            else:  # the same rows, re-encoded: other row groups and one more metadata key make new bytes
+                table = pq.ParquetFile(io.BytesIO(data)).read()
+                table = table.replace_schema_metadata({**(table.schema.metadata or {}), b"mine": b"honestly"})
+                planted = cheats.planted(copier.hotkey, table, cheats.parquet_bytes(table, row_group_size=100), "copy")
+                copies[planted.key] = planted.data
+        for backend in BACKENDS:
+            for key, data in copies.items():
+                planting.put(backend, copier, key, data)
+            chain = chains / f"{backend}.json"
+            previous = json.loads(chain.read_text())["previous"] if chain.exists() else None
+            planting.put(backend, copier, *signed_manifest(copies, copier.hotkey, copier.wallet, backend,
+                                                           seq=int(time.time() * 1000), previous=previous))
+    claims = sorted(world.stored_uris("s3", original.hotkey))[::100]
+    for name, miner in zip(COPIERS, (original, byte_copier, reencoder, sharer), strict=True):
+        miners[name] = (miner, claims if miner in (original, byte_copier, reencoder) else
+                        sorted(world.stored_uris("s3", miner.hotkey))[::100])
 
 
 def _validate(subnet: dict[str, Any], name: str) -> Any:
@@ -160,6 +231,50 @@ def _cli(subnet: dict[str, Any], name: str, tmp_path: Path, *extra: str,
                    "STORAGE_CORE_LOCAL_OPTION_ROOT": str(subnet["local_root"]), **(env or {})}
     result = CliRunner().invoke(build_cli(), arguments, env=environment, catch_exceptions=False)
     return result.exit_code, result.output
+
+
+def _audit(subnet: dict[str, Any], tmp_path: Path) -> tuple[int, dict[str, Any], Path]:
+    world: LocalSubnet = subnet["world"]
+    assert world.validator is not None
+    copies = tmp_path / "copies.json"
+    result = CliRunner().invoke(build_cli(), ["audit", "--json", "--copies-out", str(copies),
+                                              *world.node_flags("validator", tmp_path / "state")],
+                                env={"HF_TOKEN": world.hf_tokens[world.validator.hotkey],
+                                     "STORAGE_CORE_LOCAL_OPTION_ROOT": str(subnet["local_root"])},
+                                catch_exceptions=False)
+    return result.exit_code, json.loads(result.output), copies
+
+
+def test_the_audit_flags_both_copiers_on_every_backend_and_not_the_sharer(subnet: dict[str, Any],
+                                                                         tmp_path: Path) -> None:
+    code, report, _ = _audit(subnet, tmp_path)
+    assert code == 1  # copies found
+    hotkey = {name: subnet["miners"][name][0].hotkey for name in COPIERS}
+    found = {(c["backend"], c["copier"], c["kind"]) for c in report["copies"]}
+    expected = {(backend, hotkey[name], kind) for backend in BACKENDS
+                for name, kind in (("byte copier", "byte"), ("re-encoded copier", "re-encoded"))}
+    assert expected <= found, report["copies"]
+    assert {c["original"] for c in report["copies"]} == {hotkey["original"]}
+    flagged = {c["copier"] for c in report["copies"]}
+    assert hotkey["original"] not in flagged and hotkey["honest, 5% shared"] not in flagged
+    audits = {(m["backend"], m["hotkey"]): m for m in report["miners"]}
+    for backend in BACKENDS:
+        assert audits[(backend, hotkey["original"])]["rows"] == ORIGINAL_ROWS
+        assert audits[(backend, hotkey["honest, 5% shared"])]["problem"] is None
+
+
+@pytest.mark.parametrize("name", COPIERS)
+def test_validate_with_the_audits_copies_rejects_only_the_copiers(subnet: dict[str, Any], name: str,
+                                                                  tmp_path: Path) -> None:
+    _, _, copies = _audit(subnet, tmp_path)
+    code, output = _cli(subnet, name, tmp_path, "--json", "--copies", str(copies))
+    report = json.loads(output)
+    if "copier" in name:
+        assert code == 1, output
+        assert report["counts"]["valid"] == 0
+        assert all("copy: " in why for why in report["reasons"].values()), report["reasons"]
+    else:
+        assert code == 0, output
 
 
 @pytest.mark.parametrize("name", ["honest", *CHEATS])

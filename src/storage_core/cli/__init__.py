@@ -22,6 +22,7 @@ _BUILTINS = {
     "validate": ("storage_core.cli.validate_cmd", "validate_command"),
     "status": ("storage_core.cli.status_cmd", "status_command"),
     "usage": ("storage_core.cli.usage_cmd", "usage_command"),
+    "audit": ("storage_core.cli.audit_cmd", "audit_command"),
 }
 
 
