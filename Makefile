@@ -17,8 +17,11 @@ $(STAMP): $(BIN)/python pyproject.toml plugins/s3/pyproject.toml plugins/hugging
 
 setup: $(STAMP)
 
+# Every core (two in CI): each test module runs whole on one worker, so module-scoped subnets are started once.
+PYTEST_PARALLEL := -n auto --dist loadfile
+
 test: setup lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PYTEST_PARALLEL)
 
 demo: setup
 	$(BIN)/python -m demo
@@ -33,7 +36,7 @@ SN13_VENV := .venv-sn13
 SN13_BIN := $(SN13_VENV)/bin
 SN13_STAMP := $(SN13_VENV)/.installed
 SN13_PINS := constraints/sn13.txt
-# Left out in .venv-sn13 (none for being slow; the whole run takes about 6.5 min on 2 cores):
+# Left out in .venv-sn13 (none for being slow):
 # - bittensor 11 only: these tests drive bittensor 11's own API (bittensor_core, bt.calls, bt.storage) to set up
 #   or inspect the dev chain; tests/test_chain_sdk.py covers the same ground through storage_core.chain on both SDKs.
 SN13_SKIP := --ignore=tests/test_chain_commitments.py --ignore=tests/test_chain_membership.py \
@@ -53,7 +56,7 @@ $(SN13_STAMP): $(SN13_BIN)/python $(SN13_PINS) pyproject.toml plugins/s3/pyproje
 test-sn13: $(SN13_STAMP)
 	$(SN13_BIN)/pip check
 	$(SN13_BIN)/python -c "import bittensor, huggingface_hub, pyarrow; print('sn13 pins:', bittensor.__version__, huggingface_hub.__version__, pyarrow.__version__)"
-	$(SN13_BIN)/python -m pytest $(SN13_SKIP)
+	$(SN13_BIN)/python -m pytest $(PYTEST_PARALLEL) $(SN13_SKIP)
 
 lint: setup
 	$(BIN)/python -m mypy src/storage_core plugins/s3/src/storage_core_s3 plugins/huggingface/src/storage_core_huggingface

@@ -47,6 +47,10 @@ def main(argv: list[str]) -> int:
             row["benchmark"] = name.removeprefix("bench_")
         rows.extend(results)
         print(f"{name}: {len(results)} results in {time.monotonic() - started:.1f} s", file=sys.stderr)
+    ran = {row["benchmark"] for row in rows}
+    if wanted and (HERE / "results.json").exists():  # a subset run keeps the other benchmarks' last figures
+        kept = json.loads((HERE / "results.json").read_text()).get("results", [])
+        rows = [row for row in kept if row.get("benchmark") not in ran] + rows
     output = {"machine": machine(), "quick": quick, "results": rows}
     (HERE / "results.json").write_text(json.dumps(output, indent=2) + "\n")
     table = Table(title=f"benchmarks ({machine()})", title_justify="left")

@@ -29,7 +29,9 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import result  # noqa: E402
+from storage_core.chain.keys import keypair_from_uri  # noqa: E402
 from storage_core.export import export  # noqa: E402
+from storage_core.manifest import ManifestBook  # noqa: E402
 from storage_core.layout import key_for  # noqa: E402
 from storage_core.testing.memory_store import MemoryStore  # noqa: E402
 from storage_core.testing.minerdb import DEFAULT_END, create_miner_db  # noqa: E402
@@ -65,8 +67,12 @@ def _database(rows: int) -> Path:
 def _measure(rows: int) -> list[dict]:
     db = _database(rows)
     with tempfile.TemporaryDirectory() as out:
-        files = export(db, Path(out)).files
+        files = export(db, Path(out) / "chunks").files
         objects = {key_for(HOTKEY, staged): staged.path.read_bytes() for staged in files}
+        book = ManifestBook(Path(out) / "manifests", HOTKEY, freshness_days=31)
+        book.add("memory", files)
+        manifest = book.build("memory", keypair_from_uri("//Alice"), now=DEFAULT_END)
+    indexed = {**objects, manifest.key: manifest.data}
     holder = {}
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as connection:
         uris = [uri for (uri,) in connection.execute("SELECT uri FROM DataEntity")]
@@ -80,8 +86,8 @@ def _measure(rows: int) -> list[dict]:
             holder[uri] = len(data)
     now = DEFAULT_END + timedelta(minutes=1)
 
-    def check(full_checks: int) -> tuple[int, int, float]:
-        store = ChecksummedStore(objects, HOTKEY)
+    def check(full_checks: int, stored: dict[str, bytes] = indexed) -> tuple[int, int, float]:
+        store = ChecksummedStore(stored, HOTKEY)
         settings = CheckSettings(freshness_days=31, full_checks=full_checks, seed="bench", now=now)
         started = time.perf_counter()
         outcome = check_claims(store, "memory", HOTKEY, claims, settings)
@@ -90,11 +96,15 @@ def _measure(rows: int) -> list[dict]:
         return outcome.bytes_read, outcome.requests, elapsed
 
     with_rows, requests, elapsed = check(FULL_CHECKS)
-    without_rows, _, _ = check(0)
+    without_rows, presence_requests, _ = check(0)
+    by_listing, listing_requests, _ = check(0, objects)
     whole_files = sum(holder[uri] for uri in claims) / CLAIMS
     label = f"{rows:,} rows, {len(objects)} files, {CLAIMS} URIs"
     per_full_check = max(0, with_rows - without_rows) / FULL_CHECKS
     return [
+        result(f"validate bytes per claimed URI, presence only ({label}, manifest of {len(manifest.data):,} bytes)",
+               without_rows / CLAIMS, "bytes/URI", "the same check without a manifest (listing every file)",
+               by_listing / CLAIMS, higher_is_better=False),
         result(f"validate bytes per claimed URI ({label}, {FULL_CHECKS} full-row checks)", with_rows / CLAIMS,
                "bytes/URI", "download the whole file holding each URI", whole_files, higher_is_better=False),
         result(f"validate bytes per full-row check ({label})", per_full_check, "bytes",
@@ -111,7 +121,7 @@ def run(quick: bool = False) -> list[dict]:
     for size in sizes:
         rows += _measure(size)
     first = rows[0]["value"]
-    last = rows[-4]["value"]
+    last = rows[-5]["value"]
     rows.append(result(f"validate bytes per URI at {sizes[-1]:,} rows over {sizes[0]:,} rows", last, "bytes/URI",
                        f"the figure at {sizes[0]:,} rows", first, higher_is_better=False))
     return rows
