@@ -92,3 +92,15 @@ def grants_presigning_for(world: LocalSubnet, endpoint_url: str, **settings: Any
         yield server
     finally:
         server.stop()
+
+
+def process_alive(pid: int) -> bool:
+    """Whether ``pid`` is a running process (a zombie, exited but not reaped, is not)."""
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as handle:
+        return handle.read().split(")")[-1].split()[0] != "Z"

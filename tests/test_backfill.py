@@ -5,15 +5,13 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from storage_core.backends import local
+from local_publisher import LocalPublisher
 from storage_core.chain.keys import create_wallet
 from storage_core.cli import build_cli
 from storage_core.export.backfill import BackfillOptions, export_backfill_pass, start_backfills
@@ -21,35 +19,8 @@ from storage_core.export.round import run_upload_round
 from storage_core.export.spool import Spool
 from storage_core.testing.devchain import DevChain
 from storage_core.testing.minerdb import DEFAULT_END, add_rows, create_miner_db, time_bucket_id
-from storage_core.values import BackendContext, UploadOutcome
 
 BIG = BackfillOptions(max_rows=10**9, max_bytes=2**40)
-
-
-class Backends:
-    """Each backend id is the real ``local`` backend rooted in its own directory; records every batch sent."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.down: set[str] = set()
-        self.calls: list[tuple[tuple[str, ...], int]] = []  # (backends, rows in the batch)
-
-    def __call__(self, batch, backends):
-        self.calls.append((tuple(backends), batch.total_rows))
-        outcomes = {}
-        for backend in backends:
-            if backend in self.down:
-                outcomes[backend] = UploadOutcome(backend, "failed", error=f"{backend} is down for this test")
-                continue
-            context = BackendContext(backend_id="local", options={"root": str(self.root / backend)})
-            outcomes[backend] = UploadOutcome(backend, "ok", receipt=local.storage_upload(context, batch))
-        return outcomes
-
-    def stored(self, backend: str) -> Counter:
-        counts: Counter = Counter()
-        for path in (self.root / backend).rglob("*.parquet"):
-            counts.update(pq.ParquetFile(path).read(columns=["uri"]).column("uri").to_pylist())
-        return counts
 
 
 @pytest.fixture
@@ -63,8 +34,8 @@ def db(tmp_path) -> Path:
 
 
 @pytest.fixture
-def backends(tmp_path) -> Backends:
-    return Backends(tmp_path / "stores")
+def backends(tmp_path) -> LocalPublisher:
+    return LocalPublisher(tmp_path / "stores")
 
 
 @pytest.fixture
@@ -84,7 +55,7 @@ def uris(db: Path, since: datetime | None = None) -> set[str]:
     return {uri for uri, bucket in rows if bucket >= first}
 
 
-def assert_once(backends: Backends, backend: str, expected: set[str]) -> None:
+def assert_once(backends: LocalPublisher, backend: str, expected: set[str]) -> None:
     counts = backends.stored(backend)
     assert set(counts) == expected
     assert max(counts.values()) == 1, [uri for uri, n in counts.items() if n > 1][:3]
@@ -103,16 +74,16 @@ def test_a_backend_selected_later_gets_every_older_row_once(db, spool, backends,
     (entry,) = second.backfill
     assert entry.backend == "b" and entry.state == "complete" and entry.rows == entry.rows_total == 1_500
     assert second.backend("b").still_owed_files == 0 and spool.used_bytes() == 0
-    calls = len(backends.calls)
+    calls = len(backends.row_calls)
     third = round_(db, spool, ["a", "b"], backends, hotkey)
-    assert len(backends.calls) == calls and third.rows_exported == 0  # nothing is sent again
+    assert len(backends.row_calls) == calls and third.rows_exported == 0  # nothing is sent again
     assert third.backfill[0].rows == 0 and third.backfill[0].state == "complete"
 
 
 def test_a_backend_selected_from_the_first_round_is_exported_once(db, spool, backends, hotkey):
     first = round_(db, spool, ["a", "b"], backends, hotkey)
     assert first.exports == 1 and first.rows_exported == 1_500
-    assert [call[0] for call in backends.calls] == [("a", "b")]  # one batch, both backends
+    assert [call[0] for call in backends.row_calls] == [("a", "b")]  # one batch, both backends
     assert spool.ledger.backfills() == [] and first.backfill == ()
     add_rows(db, 20, seed=63, end=DEFAULT_END + timedelta(hours=6), days=0.2)
     second = round_(db, spool, ["a", "b"], backends, hotkey)
@@ -127,10 +98,10 @@ def test_backfill_is_bounded_per_round_and_new_rows_go_first(db, spool, backends
     rounds = 0
     while True:
         add_rows(db, 25, seed=70 + rounds, end=DEFAULT_END + timedelta(hours=1 + rounds), days=0.02)
-        start = len(backends.calls)
+        start = len(backends.row_calls)
         result = round_(db, spool, ["a", "b"], backends, hotkey, backfill=bound)
         rounds += 1
-        calls = backends.calls[start:]
+        calls = backends.row_calls[start:]
         # the round's new rows went to both backends before any backfill batch
         assert calls[0] == (("a", "b"), 25) and result.rows_exported == 25
         assert all(names == ("b",) for names, _rows in calls[1:])
@@ -282,10 +253,10 @@ def test_backfill_batches_go_through_their_own_publisher(db, spool, backends, ho
         backfill_calls.append(tuple(names))
         return backends(batch, names)
 
-    start = len(backends.calls)
+    start = len(backends.row_calls)
     result = round_(db, spool, ["a", "b"], backends, hotkey, publish_backfill=publish_backfill)
     assert backfill_calls and set(backfill_calls) == {("b",)}
     # the publisher for new rows saw the new rows only: one batch to both backends, and the backfill ones
-    assert [names for names, _rows in backends.calls[start:]] == [("a", "b")] + backfill_calls
+    assert [names for names, _rows in backends.row_calls[start:]] == [("a", "b")] + backfill_calls
     assert result.backfill[0].state == "complete"
     assert_once(backends, "b", uris(db))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
@@ -12,16 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from reliability_helpers import process_alive
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as handle:
-        return handle.read().split(")")[-1].split()[0] != "Z"
 
 
 def _demo(*args: str) -> subprocess.Popen[str]:
@@ -52,9 +44,9 @@ def test_ctrl_c_stops_every_server() -> None:
             seaweed_pid = int(match.group(1))
         if "[2/8]" in line or time.monotonic() > deadline:
             break
-    assert seaweed_pid is not None and _alive(seaweed_pid)
+    assert seaweed_pid is not None and process_alive(seaweed_pid)
     process.send_signal(signal.SIGINT)
     rest, _ = process.communicate(timeout=60)
     assert process.returncode == 130, rest[-2000:]
     assert "every server this demo started has been stopped" in rest
-    assert not _alive(seaweed_pid)
+    assert not process_alive(seaweed_pid)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from reliability_helpers import process_alive
 from demo.world import LocalSubnet
 from storage_core.chain.source import read_chain_config
 from storage_core.miner import MinerStorage
@@ -28,15 +29,6 @@ from storage_core.testing.minerdb import create_miner_db
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = 10
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as handle:
-        return handle.read().split(")")[-1].split()[0] != "Z"
 
 
 def _listening(url: str) -> bool:
@@ -90,7 +82,7 @@ def test_resume_serves_the_kept_data_to_storage_core_and_ctrl_c_stops_it(kept):
     try:
         assert "services are up" in output, output[-3000:]
         seaweed_pid = int(re.search(r"SeaweedFS at \S+ \(pid (\d+)\)", output).group(1))
-        assert _alive(seaweed_pid) and _listening(grant_url) and _listening(hub_url)  # the URLs on chain again
+        assert process_alive(seaweed_pid) and _listening(grant_url) and _listening(hub_url)  # the URLs on chain again
         env = dict(os.environ)
         for name, value in re.findall(r"^export (STORAGE_CORE_\w+)=(\S+)$", output, re.M):
             env[name] = value
@@ -112,7 +104,7 @@ def test_resume_serves_the_kept_data_to_storage_core_and_ctrl_c_stops_it(kept):
         rest, _ = process.communicate(timeout=60)
     assert process.returncode == 0, rest[-2000:]
     assert "stopped every service it started" in rest
-    assert not _alive(seaweed_pid) and not _listening(grant_url) and not _listening(hub_url)
+    assert not process_alive(seaweed_pid) and not _listening(grant_url) and not _listening(hub_url)
 
 
 
@@ -130,7 +122,7 @@ def test_a_taken_port_moves_the_service_and_the_owner_republishes_its_url(kept):
             assert world.hub.url == config.backends["huggingface"].options["endpoint"]  # its port was free
             assert world.seaweed.list_keys(world.bucket_name, "")  # the kept objects
             seaweed_pid, grant_url = world.seaweed.pid, world.grants.url
-        assert not _alive(seaweed_pid) and not _listening(grant_url)
+        assert not process_alive(seaweed_pid) and not _listening(grant_url)
 
 
 def test_resume_without_a_kept_subnet_says_so(tmp_path, capsys):

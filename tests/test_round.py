@@ -6,42 +6,15 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
+from local_publisher import LocalPublisher
 from storage_core.backends import local
 from storage_core.export import ExportOptions
 from storage_core.export.round import RoundProgress, run_upload_round
 from storage_core.export.spool import Spool, SpoolBusyError
 from storage_core.testing.minerdb import DEFAULT_END, add_rows, create_miner_db
 from storage_core.values import BackendContext, UploadOutcome, UploadReceipt
-
-
-class LocalPublisher:
-    """Stands in for the dispatcher: each backend id is a ``local`` backend rooted in its own directory."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.down: set[str] = set()
-        self.calls: list[tuple[tuple[str, ...], tuple[str, ...]]] = []  # (backends, chunk sha256s)
-
-    def __call__(self, batch, backends):
-        self.calls.append((backends, tuple(f.sha256 for f in batch.files)))
-        outcomes = {}
-        for backend in backends:
-            if backend in self.down:
-                outcomes[backend] = UploadOutcome(backend, "failed", error=f"{backend} is down for this test")
-                continue
-            context = BackendContext(backend_id="local", options={"root": str(self.root / backend)})
-            outcomes[backend] = UploadOutcome(backend, "ok", receipt=local.storage_upload(context, batch))
-        return outcomes
-
-    def stored(self, backend: str) -> Counter:
-        """How many times each uri is stored in a backend, over every parquet file it holds."""
-        counts: Counter = Counter()
-        for path in (self.root / backend).rglob("*.parquet"):
-            counts.update(pq.ParquetFile(path).read(columns=["uri"]).column("uri").to_pylist())
-        return counts
 
 
 @pytest.fixture
