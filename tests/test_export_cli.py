@@ -86,3 +86,18 @@ def test_bad_input_is_named(tmp_path):
     connection.close()
     nothing = _run("--db", empty, "--out", tmp_path / "o")
     assert nothing.exit_code == 0 and "Nothing to export" in nothing.output
+
+
+def test_tables_follow_columns_as_they_are_when_printed(monkeypatch, capsys):
+    """The CLI's console is made at import: a later COLUMNS must still decide a table's width."""
+    import importlib
+
+    from storage_core.cli import output
+
+    monkeypatch.setenv("COLUMNS", "80")
+    importlib.reload(output)
+    monkeypatch.setenv("COLUMNS", "160")
+    output.print_table("t", ["a", "b"], [["x" * 70, "500 / 1,500 rows done in the window"]])
+    assert "500 / 1,500 rows done in the window" in capsys.readouterr().out
+    monkeypatch.delenv("COLUMNS")
+    importlib.reload(output)

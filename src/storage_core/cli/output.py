@@ -34,7 +34,10 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]
         table.add_column(column)
     for row in rows:
         table.add_row(*("" if cell is None else str(cell) for cell in row))
-    console.print(table, width=_width())  # COLUMNS as it is now, not as it was when the module was imported
+    width = _width()
+    if width is not None:  # COLUMNS as it is now: the module may have been imported under another value
+        console.width = width
+    console.print(table)
 
 
 def human_bytes(count: int) -> str:
