@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from storage_core.layout import manifest_key, parse_key, parse_manifest_key
-from storage_core.manifest.document import ChunkEntry, Manifest, encode_manifest
+from storage_core.manifest.document import ChunkEntry, Manifest, ManifestLimits, encode_manifest
 from storage_core.manifest.uri_index import build_index
 from storage_core.manifest.uri_hashes import encode_sample, sampled, uri_hashes
 from storage_core.schema import SCHEMA_VERSION
@@ -33,6 +33,7 @@ def describe(key: str, data: bytes, seq: int = 0, claims: Sequence[str] | None =
     """
     name = parse_key(key)
     assert name is not None, key
+    limits = ManifestLimits()
     sha256 = hashlib.sha256(data).hexdigest()
     rows, low, high = 1, "", ""
     try:  # what the footer claims, as a cheater lists it: the manifest agrees with the file it describes
@@ -45,7 +46,7 @@ def describe(key: str, data: bytes, seq: int = 0, claims: Sequence[str] | None =
     except Exception:  # a damaged file or footer: its cheater lists it all the same
         pass
     try:
-        if not 0 < rows <= 262_144 or len(data) > 64 << 20:
+        if not 0 < rows <= limits.max_chunk_rows or len(data) > limits.max_chunk_bytes:
             raise ValueError("a footer no reader should believe")  # reading it could allocate without bound
         uris = pq.ParquetFile(io.BytesIO(data)).read(columns=["uri"]).column("uri")
         hashes = uri_hashes(uris.to_pylist())
@@ -58,9 +59,9 @@ def describe(key: str, data: bytes, seq: int = 0, claims: Sequence[str] | None =
         hashes = uri_hashes(claims)
         low, high = low or min(claims, default=""), high or max(claims, default="")
     footer = int.from_bytes(data[-8:-4], "little") if len(data) >= 12 else 1
-    entry = ChunkEntry(sha256=sha256, size=len(data), rows=max(1, min(rows, 262_144)), source=name.source,
+    entry = ChunkEntry(sha256=sha256, size=len(data), rows=max(1, min(rows, limits.max_chunk_rows)), source=name.source,
                        date=name.date, uri_min=low, uri_max=high, round=seq, sample=encode_sample(sampled(hashes)),
-                       footer=footer if 0 < footer < min(len(data), 1 << 20) else 1)
+                       footer=footer if 0 < footer < min(len(data), limits.max_footer_bytes) else 1)
     return entry, hashes
 
 
