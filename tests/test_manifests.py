@@ -197,8 +197,8 @@ def test_garbage_and_oversized_manifests_are_refused() -> None:
     objects = _objects(days=1)
     claims = _claims(objects, 6)
     garbage = b"not a manifest at all"
-    _refused({**objects, manifest_key(HOTKEY, 0, hashlib.sha256(garbage).hexdigest()): garbage}, claims, "no SCM1 magic")
-    huge = b"SCM1" + (2**31).to_bytes(4, "little") + b"{}"
+    _refused({**objects, manifest_key(HOTKEY, 0, hashlib.sha256(garbage).hexdigest()): garbage}, claims, "no SCM2 magic")
+    huge = b"SCM2" + (2**31).to_bytes(4, "little") + b"{}"
     _refused({**objects, manifest_key(HOTKEY, 0, hashlib.sha256(huge).hexdigest()): huge}, claims,
              f"allowed: 2 to {ManifestLimits().max_header_bytes}")
     key, data = signed_manifest(objects, HOTKEY, MINER, BACKEND)
@@ -262,3 +262,44 @@ def test_a_duplicate_hidden_from_the_index_is_caught_when_its_chunk_is_verified(
     caught = _check({**objects, key: data}, [duplicated], verify_chunks=2)
     assert not caught.found
     assert f"chunk {hashlib.sha256(copy.data).hexdigest()[:12]}: the manifest's" in caught.rejected[duplicated]
+
+
+def _table_spans(data: bytes) -> tuple[int, list[tuple[int, int]]]:
+    """Where a manifest's chunk table starts, and each entry's span within it."""
+    end = 8 + int.from_bytes(data[4:8], "little")
+    header = decode_manifest(data[8:end], HOTKEY)
+    return end, [header.span(i) for i in range(header.chunk_count)]
+
+
+def test_an_entry_that_does_not_match_its_record_voids_the_claims() -> None:
+    objects = _objects(days=2)
+    claims = _claims(objects, 6)
+    key, data = signed_manifest(objects, HOTKEY, MINER, BACKEND)
+    start, spans = _table_spans(data)
+    forged = bytearray(data)
+    for low, _high in spans:  # one byte of every entry: whichever the check reads, it was altered after signing
+        forged[start + low + 1] ^= 0x01
+    forged_key = manifest_key(HOTKEY, parse_manifest_key(key).seq, hashlib.sha256(forged).hexdigest())
+    _refused({**objects, forged_key: bytes(forged)}, claims, "does not match its digest in the signed header")
+
+
+def test_a_check_reads_the_entries_of_the_chunks_it_opens_not_the_whole_table() -> None:
+    objects = _objects(days=8)
+    key, data = signed_manifest(objects, HOTKEY, MINER, BACKEND)
+    start, spans = _table_spans(data)
+    table = range(start, start + spans[-1][1])
+    reads: list[tuple[int, int]] = []
+
+    class Recording(MemoryStore):
+        def read_range(self, key_: str, low: int, high: int) -> bytes:
+            if key_ == key:
+                reads.append((low, high))
+            return super().read_range(key_, low, high)
+
+    claim = _claims(objects, 1)
+    result = check_claims(Recording({**objects, key: data}, HOTKEY), BACKEND, HOTKEY, claim,
+                          CheckSettings(seed="s", verify_chunks=1))
+    assert result.found == set(claim)
+    entry_reads = [(low, high) for low, high in reads if low in table]
+    assert 1 <= len(entry_reads) <= 2  # the claim's chunk and the verified one
+    assert sum(high - low for low, high in entry_reads) < (spans[-1][1]) / 4  # 16 chunks listed

@@ -118,7 +118,7 @@ def test_list_objects_timed_gives_each_file_its_commit_time(hf_world, tmp_path):
         # The core believes it, read by ranges through this store.
         index = load_manifest(store, list(timed.values()), hotkey, "huggingface")
         assert index is not None and index.key == key and index.manifest.seq == 1
-        assert {entry.sha256 for entry in index.manifest.chunks} == {f.sha256 for f in batch.files}
+        assert {entry.sha256 for entry in index.whole().chunks} == {f.sha256 for f in batch.files}
     finally:
         store.close()
     fresh = plugin.storage_reader(hf_world.context(hf_world.validator), hotkey)  # timed first: the same answer

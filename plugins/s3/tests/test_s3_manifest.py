@@ -63,7 +63,7 @@ def test_a_manifest_is_stored_once_and_a_validator_lists_and_range_reads_it(depl
         # The core believes it, read by ranges through this store: signature, round, chunks, URI filter.
         index = load_manifest(store, listing, miner, "s3")
         assert index is not None and index.key == key and index.manifest.seq == 7
-        assert {entry.sha256 for entry in index.manifest.chunks} == {f.sha256 for f in batch.files}
+        assert {entry.sha256 for entry in index.whole().chunks} == {f.sha256 for f in batch.files}
         uri = uris_of(batch)[0]
         assert index.candidates([uri])[uri]
 

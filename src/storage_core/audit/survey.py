@@ -71,16 +71,17 @@ def holdings_of(store: ObjectStore, backend: str, hotkey: str) -> MinerHoldings:
                     if (name := parse_key(listed.key)) is not None and name.hotkey == hotkey)
     try:
         index = load_manifest(store, listing, hotkey, backend)
+        manifest = index.whole() if index is not None else None
     except ManifestError as error:
         return MinerHoldings(hotkey, backend, objects, None, str(error))
-    if index is None:
+    if manifest is None:
         return MinerHoldings(hotkey, backend, objects, None, "no round manifest" if objects else None)
     rounds = [parse_manifest_key(listed.key) for listed in listing]
-    older = [r for r in rounds if r is not None and r.hotkey == hotkey and r.seq < index.manifest.seq]
-    if index.manifest.previous is None and older:  # believed, but its history does not link up: say so
-        return MinerHoldings(hotkey, backend, objects, index.manifest,
-                             f"chain restarted at round {index.manifest.seq}: {len(older)} older manifests unlinked")
-    return MinerHoldings(hotkey, backend, objects, index.manifest)
+    older = [r for r in rounds if r is not None and r.hotkey == hotkey and r.seq < manifest.seq]
+    if manifest.previous is None and older:  # believed, but its history does not link up: say so
+        return MinerHoldings(hotkey, backend, objects, manifest,
+                             f"chain restarted at round {manifest.seq}: {len(older)} older manifests unlinked")
+    return MinerHoldings(hotkey, backend, objects, manifest)
 
 
 def run_audit(open_store: StoreOpener, backends: Sequence[str], hotkeys: Sequence[str],

@@ -111,7 +111,8 @@ class _Check:
         self.stale: dict[str, str] = {}  # URI -> why its row is stale
         self.index: ManifestIndex | None = None  # the miner's latest round manifest, once believed
         self.refusal: str | None = None  # why the miner's manifest voids every claim here
-        self.wanted: dict[str, frozenset[str]] = {}  # object key -> the URIs its filter block admits
+        self.wanted: dict[str, frozenset[str]] = {}  # object key -> the claimed URIs the index puts in it
+        self.described: dict[str, tuple[int, ChunkEntry]] = {}  # object key -> its manifest position and entry
 
     # -- 1 and 2: which objects, opened -----------------------------------------------------------
 
@@ -138,38 +139,38 @@ class _Check:
 
     def indexed(self, chosen: list[tuple[ListedObject, ObjectName]],
                 listing: Sequence[ListedObject]) -> list[tuple[ListedObject, ObjectName]]:
-        """Of ``chosen``, the objects the manifest's filter names for some claimed URI; the rest is noted."""
+        """Of ``chosen``, the objects the manifest's index names for some claimed URI; the rest is noted."""
         assert self.index is not None
-        entries = self.index.entries
         listed_keys = {listed.key for listed in listing}
         oldest = self.rules.oldest().date().isoformat()
-        for key, entry in entries.items():
-            if entry.date >= oldest and key not in listed_keys and key not in self.problems:
-                self.problems[key] = f"listed in {self.index.key} but missing from the store"
         for listed, _name in chosen:
-            if listed.key not in entries:
+            if self.index.position_of(listed.key) is None:
                 self.problems[listed.key] = f"not listed in the round manifest {self.index.key}: never searched"
         wanted: dict[str, set[str]] = defaultdict(set)
         for uri, found in self.index.candidates(list(self.claimed)).items():
-            for entry in found:
+            for position, entry in found.items():
+                key = entry.key(self.miner)
+                self.described[key] = (position, entry)
+                if entry.date >= oldest and key not in listed_keys and key not in self.problems:
+                    self.problems[key] = f"listed in {self.index.key} but missing from the store"
                 source = source_of_uri(uri)
                 if source is None or source == entry.source:
-                    wanted[entry.key(self.miner)].add(uri)
+                    wanted[key].add(uri)
         self.wanted = {key: frozenset(uris) for key, uris in wanted.items()}
-        return [(listed, name) for listed, name in chosen if listed.key in self.wanted and listed.key in entries]
+        return [(listed, name) for listed, name in chosen if listed.key in self.wanted]
 
     def open(self, listed: ListedObject, name: ObjectName) -> OpenedFile | None:
         try:
             copy = self.settings.copies.get(listed.key)
             if copy is not None:
                 raise ObjectError(listed.key, copy)
-            entry = self.index.entries.get(listed.key) if self.index is not None else None
-            hint = entry.footer + 8 if entry is not None else TAIL_READ_BYTES
+            described = self.described.get(listed.key)
+            hint = described[1].footer + 8 if described is not None else TAIL_READ_BYTES
             opened = open_object(self.store, listed, name, self.settings.limits, hint)
             with miner_bytes(listed.key, "footer statistics"):
                 self._check_partition(opened)
-            if self.index is not None:
-                self._check_entry(opened, self.index.entries[listed.key])
+            if described is not None:
+                self._check_entry(opened, described[1])
             return opened
         except ObjectError as error:
             self.problems[listed.key] = error.problem
@@ -195,13 +196,20 @@ class _Check:
             return
         material = (self.settings.seed or os.urandom(16).hex()).encode()
         rng = random.Random(hashlib.sha256(b"storage-core manifest:" + material).digest())
-        entries = self.index.entries
         by_key = {item.key: item for item in opened}
         oldest = self.rules.oldest().date().isoformat()
         present = {listed.key: listed for listed in listing}
-        pool = sorted(key for key, entry in entries.items()
-                      if key in present and entry.date >= oldest and key not in self.problems)
-        for key in rng.sample(pool, min(len(pool), self.settings.verify_chunks)):
+        pool = sorted((position, key) for key in present if key not in self.problems
+                      and (name := parse_key(key)) is not None and name.hotkey == self.miner and name.date >= oldest
+                      and (position := self.index.position_of(key)) is not None)
+        try:
+            chosen_keys = [(position, key) for position, key in rng.sample(pool, min(len(pool), self.settings.verify_chunks))
+                           if self.index.entry(position).key(self.miner) == key]
+        except ManifestError as error:
+            self.refusal = f"manifest {self.index.key}: {error}"
+            return
+        for position, key in chosen_keys:
+            self.described.setdefault(key, (position, self.index.entry(position)))
             chosen = by_key.get(key)
             if chosen is None:
                 name = parse_key(key)
@@ -211,7 +219,7 @@ class _Check:
                 uris: list[str] = []
                 for group in chosen.row_groups:
                     uris.extend(read_columns(chosen, group, ["uri"]).column("uri").to_pylist())
-                self.index.check_described(entries[key], uris)
+                self.index.check_described(position, uris)
             except ObjectError as error:
                 self.problems[key] = error.problem
             except ManifestError as error:
