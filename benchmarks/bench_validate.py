@@ -1,7 +1,7 @@
 """What a validation reads: bytes per claimed URI of the core's check, on honest miners of growing size.
 
 Each miner is a generated SN13 database (30 days, X and Reddit) exported by the real export into
-content-addressed chunks (62 files at 1M rows). The chunks sit in an in-memory store that records each
+content-addressed chunks (about 1,000 files at 1M rows). The chunks sit in an in-memory store that records each
 object's sha256, as S3 (single-part uploads) and the Hub (LFS) do, so what is measured is the core's
 checking path (``storage_core.verify.check_claims``) and nothing of a transport. A check claims 50 URIs
 drawn from the whole database and samples 5 of them for full-row checks.
