@@ -25,8 +25,7 @@ from demo.world import HF_PREFIX, LocalSubnet, Participant
 from storage_core.cli import build_cli
 from storage_core.layout import miner_prefix, parse_key
 from storage_core.testing.manifests import signed_manifest
-from storage_core_huggingface.identity import MANIFEST_PATH, SIGNATURE_PATH, repo_id_for
-from storage_core_huggingface.identity import signed_manifest as signed_manifest_hf
+from storage_core_huggingface.identity import repo_id_for
 
 
 def copy_miner(world: LocalSubnet, victim: Participant, copier: Participant) -> list[str]:
@@ -53,8 +52,6 @@ def copy_miner(world: LocalSubnet, victim: Participant, copier: Participant) -> 
                                                Metadata={"sha256": hashlib.sha256(body).hexdigest()})
             else:
                 operations.append(CommitOperationAdd(name, body))
-    payload, signature = signed_manifest_hf(copier.wallet, repo)  # the repo's own identity files, as an uploader's
-    operations += [CommitOperationAdd(MANIFEST_PATH, payload), CommitOperationAdd(SIGNATURE_PATH, signature)]
     api.create_commit(repo, operations, commit_message="my data, honestly", repo_type="dataset")
     uris = sorted(uri for body in copied.values()
                   for uri in pq.ParquetFile(io.BytesIO(body)).read(columns=["uri"]).column("uri").to_pylist())

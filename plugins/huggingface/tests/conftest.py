@@ -29,7 +29,7 @@ from storage_core.chain.keys import keypair_from_uri  # noqa: E402
 from storage_core.values import BackendContext, ValidationResult  # noqa: E402
 from storage_core.verify.check import CheckSettings, check_claims  # noqa: E402
 from storage_core_huggingface import plugin  # noqa: E402
-from storage_core_huggingface.identity import MANIFEST_PATH, SIGNATURE_PATH, repo_id_for, signed_manifest  # noqa: E402
+from storage_core_huggingface.identity import repo_id_for  # noqa: E402
 from storage_core_huggingface.testing.hub_server import DevHub, RunningHub, start_hub  # noqa: E402
 
 # In case huggingface_hub was imported before this conftest (another plugin), force the same settings.
@@ -93,15 +93,12 @@ class HfWorld:
 
     def put_raw(self, key: str, data: bytes, signer: Any = None) -> None:
         """Commit ``data`` at path ``key`` of the signer's repo (miner 0 by default) with its own token, as a
-        miner could without the uploader; the repo gets the miner's signed manifest, as a miner's repo has."""
+        miner could without the uploader."""
         signer = signer or self.miners[0]
         repo = self.repo_of(signer)
         api = HfApi(endpoint=self.running.url, token=self.tokens[signer.ss58_address])
         api.create_repo(repo, repo_type="dataset", exist_ok=True)
-        manifest, signature = signed_manifest(signer, repo)
-        api.create_commit(repo, [CommitOperationAdd(key, data), CommitOperationAdd(MANIFEST_PATH, manifest),
-                                 CommitOperationAdd(SIGNATURE_PATH, signature)],
-                          commit_message=f"raw {key}", repo_type="dataset")
+        api.create_commit(repo, [CommitOperationAdd(key, data)], commit_message=f"raw {key}", repo_type="dataset")
 
 
 @pytest.fixture

@@ -1,22 +1,26 @@
 """The store under the core's checks: range reads only, counted; one file's problem stays that file's;
-a failing Hub is "could not validate"; identity enforced (derived repo, signed manifest)."""
+a failing Hub is "could not validate"; the repo is derived from the hotkey and its round manifest must be the
+hotkey's."""
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import socket
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from huggingface_hub import CommitOperationAdd, HfApi
 
 from storage_core.errors import BackendError
+from storage_core.layout import key_for, manifest_key, parse_manifest_key
+from storage_core.manifest.document import canonical
 from storage_core.schema import schema_for
 from storage_core.testing.data import make_batch, make_table, recent_day, uris_of
+from storage_core.testing.manifests import signed_manifest
 from storage_core.verify.store import ObjectError, ObjectStore
 from storage_core_huggingface import plugin, uploader
-from storage_core_huggingface.identity import SIGNATURE_PATH, manifest_bytes, sign
 
 
 def _uris_in(path) -> list[str]:
@@ -115,20 +119,26 @@ def test_a_miner_cannot_claim_another_miners_uris(hf_world, tmp_path):
     assert hf_world.check(miner_b.ss58_address, uris_b).found == frozenset(uris_b)
 
 
-def test_a_manifest_not_signed_by_the_miner_voids_the_repo(hf_world, tmp_path):
+def test_a_round_manifest_not_signed_by_the_miner_voids_its_claims(hf_world, tmp_path):
     miner_a, miner_b = hf_world.miners
     batch = make_batch(tmp_path, miner_a.ss58_address, rows=100, chunks=2, seed=26)
-    receipt = uploader.upload(hf_world.context(miner_a), batch)
-    repo = hf_world.repo_of(miner_a)
-    forged = sign(miner_b, manifest_bytes(repo, miner_a.ss58_address)).hex().encode()
-    api = HfApi(endpoint=hf_world.running.url, token=hf_world.tokens[miner_a.ss58_address])
-    api.create_commit(repo, [CommitOperationAdd(SIGNATURE_PATH, forged)], commit_message="forge", repo_type="dataset")
+    uploader.upload(hf_world.context(miner_a), batch)
+    objects = {key_for(miner_a.ss58_address, staged): staged.path.read_bytes() for staged in batch.files}
+    _key, data = signed_manifest(objects, miner_a.ss58_address, miner_a, "huggingface")
+    end = 8 + int.from_bytes(data[4:8], "little")
+    document = json.loads(data[8:end])
+    document["signature"] = miner_b.sign(canonical(document["manifest"])).hex()  # another hotkey's signature
+    header = canonical(document)
+    forged = data[:4] + len(header).to_bytes(4, "little") + header + data[end:]
+    seq = parse_manifest_key(_key).seq
+    hf_world.put_raw(manifest_key(miner_a.ss58_address, seq, hashlib.sha256(forged).hexdigest()), forged, signer=miner_a)
     result = hf_world.check(miner_a.ss58_address, uris_of(batch))
     assert result.found == frozenset() and result.objects_scanned == 0
-    assert sorted(p.key for p in result.problems) == sorted(o.key for o in receipt.objects)  # every data file
-    assert all("signed manifest" in p.problem and "not a signature" in p.problem for p in result.problems)
-    # The miner's next upload repairs the manifest.
-    uploader.upload(hf_world.context(miner_a), batch)
+    assert all(f"not {miner_a.ss58_address}'s signature" in why for why in result.rejected.values())
+    assert result.manifest.startswith("refused: ")
+    # The miner's next round manifest (a later round) is believed again.
+    key, data = signed_manifest(objects, miner_a.ss58_address, miner_a, "huggingface", seq=seq + 1)
+    hf_world.put_raw(key, data, signer=miner_a)
     assert hf_world.check(miner_a.ss58_address, uris_of(batch)).found == frozenset(uris_of(batch))
 
 

@@ -58,7 +58,7 @@ def test_the_hook_commits_the_manifest_once_and_a_second_store_is_already_presen
     assert again.already_present and hf_world.hub.commit_count(repo) == commits + 1
 
 
-def test_a_manifest_in_a_new_repo_brings_the_repo_identity_and_429_is_honoured(hf_world):
+def test_a_manifest_in_a_new_repo_is_its_only_file_and_429_is_honoured(hf_world):
     miner = hf_world.miners[1]
     hotkey = miner.ss58_address
     repo = hf_world.repo_of(miner)
@@ -69,7 +69,7 @@ def test_a_manifest_in_a_new_repo_brings_the_repo_identity_and_429_is_honoured(h
                                         backoff=Backoff(attempts=4, base=1.0, sleep=sleep, retryable=is_retryable))
     assert sleep.waits == [5.0, 5.0]
     assert not stored.already_present and hf_world.hub.commit_count(repo) == 1
-    assert {key, ".storage-core/manifest.json", ".storage-core/manifest.sig"} <= set(hf_world.hub.repo_files(repo))
+    assert set(hf_world.hub.repo_files(repo)) - {".gitattributes"} == {key}  # no other proof of the repo
 
 
 def test_the_hook_refuses_another_miners_manifest_and_a_key_that_does_not_name_the_bytes(hf_world):
@@ -133,14 +133,13 @@ def test_the_dev_hub_reports_the_last_commit_that_changed_each_file(hf_world):
     miner = hf_world.miners[0]
     repo = hf_world.repo_of(miner)
     hf_world.put_raw("hotkey=a/x.bin", b"first")
-    hf_world.put_raw("hotkey=a/y.bin", b"second")  # x is unchanged by this commit; the identity files too
+    hf_world.put_raw("hotkey=a/y.bin", b"second")  # x is unchanged by this commit
     api = HfApi(endpoint=hf_world.running.url, token=hf_world.tokens[miner.ss58_address])
     entries = {entry.path: entry for entry in api.list_repo_tree(repo, recursive=True, repo_type="dataset",
                                                                  expand=True) if hasattr(entry, "size")}
     second, first, initial = hf_world.hub.commits(repo)[:3]
     assert entries["hotkey=a/x.bin"].last_commit.oid == first["id"]
     assert entries["hotkey=a/y.bin"].last_commit.oid == second["id"]
-    assert entries[".storage-core/manifest.json"].last_commit.oid == first["id"]
     assert entries[".gitattributes"].last_commit.oid == initial["id"]
     assert entries["hotkey=a/y.bin"].last_commit.title == second["title"]
     assert entries["hotkey=a/y.bin"].last_commit.date == _hub_time(second["date"])

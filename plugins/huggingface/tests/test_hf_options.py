@@ -1,4 +1,4 @@
-"""Options, identity and back-off helpers: bad input gets an error naming the field; tokens stay secret."""
+"""Options, repo ids and back-off helpers: bad input gets an error naming the field; tokens stay secret."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from storage_core.backoff import Backoff
 from storage_core.chain.keys import keypair_from_uri
 from storage_core.errors import ConfigError
 from storage_core_huggingface import plugin, uploader
-from storage_core_huggingface.identity import manifest_problem, repo_id_for, signed_manifest
+from storage_core_huggingface.identity import repo_id_for
 from storage_core_huggingface.options import HfOptions
 
 
@@ -46,17 +46,6 @@ def test_repo_ids_are_derived_and_hotkeys_checked():
     assert repo_id_for("sn13", "p", miner.ss58_address) == f"sn13/p-{miner.ss58_address}"
     with pytest.raises(ValueError, match="ss58"):
         repo_id_for("sn13", "p", "../evil")
-
-
-def test_a_manifest_proves_only_its_own_repo_and_hotkey():
-    miner_a, miner_b = keypair("miner-a"), keypair("miner-b")
-    repo_a = repo_id_for("sn13", "p", miner_a.ss58_address)
-    payload, signature = signed_manifest(miner_a, repo_a)
-    assert manifest_problem(payload, signature, repo_a, miner_a.ss58_address) is None
-    assert "does not name" in manifest_problem(payload, signature, repo_id_for("sn13", "p", miner_b.ss58_address),
-                                               miner_b.ss58_address)
-    assert "not a signature" in manifest_problem(payload, b"zz", repo_a, miner_a.ss58_address)
-    assert "missing" in manifest_problem(None, None, repo_a, miner_a.ss58_address)
 
 
 def test_backoff_stops_at_once_on_errors_that_are_not_transient():

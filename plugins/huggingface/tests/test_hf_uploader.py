@@ -12,7 +12,6 @@ from storage_core.errors import BackendError, InvalidBatchError
 from storage_core.layout import key_for
 from storage_core.testing.data import make_batch, uris_of
 from storage_core_huggingface import uploader
-from storage_core_huggingface.identity import MANIFEST_PATH, SIGNATURE_PATH
 
 
 class RecordingSleep:
@@ -35,7 +34,7 @@ def test_a_round_of_twenty_files_makes_exactly_one_commit(hf_world, tmp_path):
     files = hf_world.hub.repo_files(repo)
     for staged in batch.files:
         assert files[key_for(miner.ss58_address, staged)] == staged.size_bytes
-    assert {MANIFEST_PATH, SIGNATURE_PATH} <= set(files)
+    assert set(files) - {".gitattributes"} == {key_for(miner.ss58_address, s) for s in batch.files}  # data only
     assert sorted((o.key, o.size_bytes, o.sha256) for o in receipt.objects) == sorted(
         (key_for(miner.ss58_address, s), s.size_bytes, s.sha256) for s in batch.files)
     assert not any(o.already_present for o in receipt.objects)

@@ -9,8 +9,9 @@ of failure apart:
 * ``BackendError``: the Hub itself failed (refused connection, 5xx or 429 after back-off, time-out, a token
   it refuses). The dispatcher reports "could not validate", never "invalid".
 
-The repo's signed manifest (``identity.manifest_problem``) binds it to the miner; when it does not hold,
-every data file is refused with the reason, so nothing in the repo counts and the result says why.
+The repo is derived from the hotkey (``identity.repo_id_for``) and only the miner's token can write to
+it. What binds its contents to the miner is the core's signed round manifest at its layout path, which
+the core's check reads like any other object (:mod:`storage_core.verify.manifest_index`).
 """
 
 from __future__ import annotations
@@ -31,14 +32,13 @@ from huggingface_hub.utils import build_hf_headers, hf_raise_for_status
 from storage_core.verify.store import ListedObject, Meter, ObjectError, ObjectTail
 from storage_core_huggingface.client import hf_api, metered
 from storage_core_huggingface.http_compat import HTTP_ERRORS, RawResponse, stream_get
-from storage_core_huggingface.identity import MANIFEST_PATH, SIGNATURE_PATH, manifest_problem, repo_id_for
+from storage_core_huggingface.identity import repo_id_for
 from storage_core_huggingface.options import HfOptions
 from storage_core_huggingface.retry import status_of
 from storage_core_huggingface.uploader import backend_error, backoff_for
 
 logger = logging.getLogger(__name__)
 LIBRARY = "storage-core-huggingface"
-MANIFEST_MAX_BYTES = 64 * 1024
 #: Answers about one file that the miner caused (it is gone or shorter than listed), not the Hub.
 OBJECT_STATUSES = frozenset({404, 410, 416})
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
@@ -47,13 +47,12 @@ _HUB_FAILURES: tuple[type[Exception], ...] = (HfHubHTTPError, *HTTP_ERRORS, OSEr
 
 @attrs.frozen
 class Snapshot:
-    """The repo at one revision: its files by path, and why nothing in it counts (a bad manifest), if so.
+    """The repo at one revision: its files by path.
 
     ``timed``: the files carry ``stored_at`` (the listing was expanded with each file's last commit)."""
 
     revision: str | None
     files: dict[str, ListedObject]
-    refusal: str | None = None
     timed: bool = False
 
 
@@ -112,8 +111,8 @@ class HfStore:
         return Snapshot(revision, files, timed=timed)
 
     def snapshot(self, *, timed: bool = False) -> Snapshot:
-        """The listing plus the manifest check, made once per store (listed again, expanded, at the same
-        revision when ``timed`` is asked after an untimed listing)."""
+        """The listing, made once per store (listed again, expanded, at the same revision when ``timed`` is
+        asked after an untimed listing)."""
         with self._lock:
             if self._snapshot is not None and timed and not self._snapshot.timed:
                 current = self._snapshot
@@ -123,25 +122,8 @@ class HfStore:
                     listed = self.listing(timed=True, revision=current.revision)
                     self._snapshot = attrs.evolve(current, files=listed.files, timed=True)
             if self._snapshot is None:
-                snapshot = self.listing(timed=timed)
-                if any(key.endswith(".parquet") for key in snapshot.files):  # no data: nothing to vouch for
-                    problem = manifest_problem(self._small(snapshot, MANIFEST_PATH),
-                                               self._small(snapshot, SIGNATURE_PATH), self.repo_id, self.miner_hotkey)
-                    if problem:
-                        logger.warning("huggingface: %s: %s; nothing in it counts", self.repo_id, problem)
-                        snapshot = attrs.evolve(snapshot, refusal=f"the repo's signed manifest does not hold: {problem}")
-                self._snapshot = snapshot
+                self._snapshot = self.listing(timed=timed)
             return self._snapshot
-
-    def _small(self, snapshot: Snapshot, path: str) -> bytes | None:
-        """A small file's bytes, or None when the repo lacks it (or it is too large to be a manifest)."""
-        listed = snapshot.files.get(path)
-        if listed is None or not 0 < listed.size <= MANIFEST_MAX_BYTES:
-            return None
-        try:
-            return self._get(snapshot, path, 0, listed.size)[1]
-        except ObjectError:
-            return None
 
     def list_objects(self) -> Iterator[ListedObject]:
         yield from sorted(self.snapshot().files.values(), key=lambda listed: listed.key)
@@ -160,8 +142,6 @@ class HfStore:
         listed = snapshot.files.get(key)
         if listed is None:
             raise ObjectError(key, f"not in {self.repo_id} at revision {snapshot.revision}")
-        if snapshot.refusal:
-            raise ObjectError(key, snapshot.refusal)
         return snapshot, listed
 
     def read_tail(self, key: str, length: int) -> ObjectTail:

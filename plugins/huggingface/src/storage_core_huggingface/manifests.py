@@ -24,7 +24,7 @@ from storage_core.errors import BackendError
 from storage_core.layout import NAME_HASH_CHARS, parse_manifest_key
 from storage_core.values import BackendContext, StoredObject
 from storage_core_huggingface.client import hf_api
-from storage_core_huggingface.identity import MANIFEST_PATH, SIGNATURE_PATH, repo_id_for, signed_manifest
+from storage_core_huggingface.identity import repo_id_for
 from storage_core_huggingface.options import HfOptions
 from storage_core_huggingface.uploader import backend_error, backoff_for, remote_files
 
@@ -83,10 +83,6 @@ def publish_manifest(context: BackendContext, miner_hotkey: str, key: str, data:
         if _holds(current.get(key), data, sha256):
             return None
         operations = [CommitOperationAdd(path_in_repo=key, path_or_fileobj=data)]
-        if MANIFEST_PATH not in current or SIGNATURE_PATH not in current:  # a repo without the uploader's identity
-            identity, signature = signed_manifest(context.signer, repo_id)
-            operations += [CommitOperationAdd(path_in_repo=MANIFEST_PATH, path_or_fileobj=identity),
-                           CommitOperationAdd(path_in_repo=SIGNATURE_PATH, path_or_fileobj=signature)]
         info = api.create_commit(repo_id, operations, commit_message=f"storage-core manifest of round {seq}",
                                  repo_type="dataset")
         logger.info("huggingface: committed manifest %s (%d bytes) to %s at %s", key, len(data), repo_id, info.oid)

@@ -17,17 +17,9 @@ from storage_core.chunks import verify_batch
 from storage_core.errors import BackendError
 from storage_core.layout import key_for
 from storage_core.values import BackendContext, StoredObject, UploadBatch, UploadReceipt
-from storage_core_huggingface.client import hf_api, hf_filesystem
-from storage_core_huggingface.identity import (
-    MANIFEST_PATH,
-    SIGNATURE_PATH,
-    manifest_bytes,
-    manifest_problem,
-    repo_id_for,
-    signed_manifest,
-)
+from storage_core_huggingface.client import hf_api
+from storage_core_huggingface.identity import repo_id_for
 from storage_core_huggingface.options import HfOptions
-from huggingface_hub.utils.sha import git_hash as git_blob_oid
 from storage_core_huggingface.retry import is_retryable, status_of
 
 logger = logging.getLogger(__name__)
@@ -86,16 +78,6 @@ def _add_verified(path_in_repo: str, local: Path, sha256: str) -> CommitOperatio
     return operation
 
 
-def _manifest_is_valid(options: HfOptions, repo_id: str, hotkey: str, current: dict[str, Any], oid: str) -> bool:
-    """Whether the repo already holds this miner's manifest with a valid signature (else it is rewritten)."""
-    if getattr(current.get(MANIFEST_PATH), "blob_id", None) != oid or SIGNATURE_PATH not in current:
-        return False
-    if current[SIGNATURE_PATH].size > 1024:
-        return False
-    signature = hf_filesystem(options).cat_file(f"datasets/{repo_id}/{SIGNATURE_PATH}")
-    return manifest_problem(manifest_bytes(repo_id, hotkey), signature, repo_id, hotkey) is None
-
-
 def upload(context: BackendContext, batch: UploadBatch, backoff: Backoff | None = None) -> UploadReceipt:
     """Store every file of ``batch`` in the miner's repo in one commit and return the receipt."""
     verify_batch(batch)
@@ -121,9 +103,6 @@ def upload(context: BackendContext, batch: UploadBatch, backoff: Backoff | None 
 
     wanted = {key_for(batch.miner_hotkey, staged): staged for staged in batch.files}
     present = {path for path, staged in wanted.items() if _sha256_of(before.get(path)) == staged.sha256}
-    manifest_payload, signature = signed_manifest(signer, repo_id)
-
-    manifest_oid = git_blob_oid(manifest_payload)
     listing: dict[str, Any] | None = before
 
     def commit_missing() -> str | None:
@@ -136,9 +115,6 @@ def upload(context: BackendContext, batch: UploadBatch, backoff: Backoff | None 
             for path, staged in sorted(wanted.items())
             if _sha256_of(current.get(path)) != staged.sha256
         ]
-        if not _manifest_is_valid(options, repo_id, batch.miner_hotkey, current, manifest_oid):
-            operations.append(CommitOperationAdd(path_in_repo=MANIFEST_PATH, path_or_fileobj=manifest_payload))
-            operations.append(CommitOperationAdd(path_in_repo=SIGNATURE_PATH, path_or_fileobj=signature))
         if not operations:
             return None
         message = f"storage-core round {batch.round_id or '-'}: {len(operations)} files"
