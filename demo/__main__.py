@@ -223,7 +223,7 @@ def copier_caught(world: LocalSubnet, victim: Participant, copier: Participant, 
     for c in report["copies"]:
         found[(c["copier"], c["original"], c["backend"], c["kind"])] = found.get(
             (c["copier"], c["original"], c["backend"], c["kind"]), 0) + 1
-    table(f"storage-core audit: {len(report['miners'])} miner x backend pairs, listings and manifest headers only",
+    table(f"storage-core audit: {len(report['miners'])} miner x backend pairs, listings and manifests (no chunk body)",
           ["copier", "copied from", "backend", "kind", "chunks"],
           [[short_hotkey(copier_), short_hotkey(original), backend, kind, count]
            for (copier_, original, backend, kind), count in sorted(found.items())])

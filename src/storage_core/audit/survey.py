@@ -65,7 +65,7 @@ def _timed_listing(store: ObjectStore) -> list[Any]:
 
 
 def holdings_of(store: ObjectStore, backend: str, hotkey: str) -> MinerHoldings:
-    """One miner's data objects and believed manifest on one backend (listing and manifest header only)."""
+    """One miner's data objects and believed manifest on one backend (the listing, and the manifest without its URI index)."""
     listing = _timed_listing(store)
     objects = tuple(listed for listed in listing
                     if (name := parse_key(listed.key)) is not None and name.hotkey == hotkey)
