@@ -303,3 +303,16 @@ def test_a_check_reads_the_entries_of_the_chunks_it_opens_not_the_whole_table() 
     entry_reads = [(low, high) for low, high in reads if low in table]
     assert 1 <= len(entry_reads) <= 2  # the claim's chunk and the verified one
     assert sum(high - low for low, high in entry_reads) < (spans[-1][1]) / 4  # 16 chunks listed
+
+
+def test_superseded_manifests_are_the_miners_older_rounds_only() -> None:
+    from storage_core.manifest.retention import superseded_manifests
+
+    other = new_keypair().ss58_address
+    mine = [manifest_key(HOTKEY, seq, f"{seq:064x}") for seq in (5, 1, 9, 3)]
+    theirs = [manifest_key(other, seq, f"{seq:064x}") for seq in (1, 2, 3)]
+    chunks = list(_objects(days=1))
+    keys = [*mine, *theirs, *chunks]
+    assert superseded_manifests(keys, HOTKEY) == [mine[3], mine[1]]  # rounds 3 and 1; 9 and 5 stay
+    assert superseded_manifests(keys, HOTKEY, keep=4) == []
+    assert superseded_manifests(keys, other, keep=1) == [theirs[1], theirs[0]]

@@ -22,7 +22,7 @@ from s3_helpers import signed_post
 
 
 def _manifest(hotkey: str, seq: int, size: int = 3000) -> tuple[str, bytes]:
-    data = b"SCM1" + os.urandom(size - 4)
+    data = b"SCM2" + os.urandom(size - 4)
     return manifest_key(hotkey, seq, hashlib.sha256(data).hexdigest()), data
 
 
@@ -112,7 +112,7 @@ def test_an_oversized_manifest_is_refused_with_a_clear_error(deploy, keys) -> No
     for seq in range(4):  # 4 x 2048 bytes of a 10000-byte quota
         small_key, small = _manifest(miner, 10 + seq, size=2048)
         plugin.storage_publish_manifest(deployment.context(keys["miner0"]), miner, small_key, small)
-    assert len(deployment.keys()) == 4
+    assert len(deployment.keys()) == 3  # the oldest was pruned when the fourth was granted
     over_key, over = _manifest(miner, 20, size=2048)
     with pytest.raises(TransferError, match="quota_exceeded"):
         plugin.storage_publish_manifest(deployment.context(keys["miner0"], max_attempts=1), miner, over_key, over)
@@ -129,3 +129,18 @@ def test_listing_pages_carry_the_stores_time() -> None:
     with pytest.raises(TransferError, match="LastModified"):
         parse_list_page(b"<ListBucketResult><Contents><Key>a</Key><Size>3</Size>"
                         b"<LastModified>yesterday</LastModified></Contents></ListBucketResult>")
+
+
+def test_a_manifest_grant_prunes_only_the_signers_superseded_manifests(deploy, keys) -> None:
+    deployment = deploy()
+    miner, other = keys["miner0"].ss58_address, keys["miner1"].ss58_address
+    theirs, _ = _manifest(other, 1)
+    plugin.storage_publish_manifest(deployment.context(keys["miner1"]), other, theirs, _)
+    mine = []
+    for seq in range(1, 6):
+        key, data = _manifest(miner, seq)
+        plugin.storage_publish_manifest(deployment.context(keys["miner0"]), miner, key, data)
+        mine.append(key)
+    held = set(deployment.keys())
+    assert theirs in held  # another miner's manifests are never touched
+    assert held & set(mine) == set(mine[-3:])  # the new one and the two before it

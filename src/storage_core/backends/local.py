@@ -20,6 +20,7 @@ from storage_core.chunks import verify_batch
 from storage_core.errors import BackendError
 from storage_core.hookspecs import hookimpl
 from storage_core.layout import key_for, miner_prefix
+from storage_core.manifest.retention import superseded_manifests
 from storage_core.values import (
     PLUGIN_API_VERSION,
     BackendContext,
@@ -127,7 +128,8 @@ def storage_upload(context: BackendContext, batch: UploadBatch) -> UploadReceipt
 
 @hookimpl
 def storage_publish_manifest(context: BackendContext, miner_hotkey: str, key: str, data: bytes) -> StoredObject:
-    """Write a round manifest under the miner's prefix (atomically, like a chunk); only the miner itself may."""
+    """Write a round manifest under the miner's prefix (atomically, like a chunk), deleting the miner's superseded
+    ones (``storage_core.manifest.retention``); only the miner itself may."""
     acting = context.hotkey or (hotkey_address(context.signer) if context.signer is not None else None)
     if acting != miner_hotkey:
         raise BackendError(f"{acting} cannot store a manifest for {miner_hotkey}", retryable=False)
@@ -135,6 +137,9 @@ def storage_publish_manifest(context: BackendContext, miner_hotkey: str, key: st
         raise BackendError(f"manifest key {key!r} is outside {miner_prefix(miner_hotkey)}", retryable=False)
     target = root_of(context) / key
     target.parent.mkdir(parents=True, exist_ok=True)
+    held = [f"{miner_prefix(miner_hotkey)}manifests/{path.name}" for path in target.parent.glob("*.manifest")]
+    for old in superseded_manifests((other for other in held if other != key), miner_hotkey):
+        (root_of(context) / old).unlink(missing_ok=True)
     temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     temporary.write_bytes(data)
     os.replace(temporary, target)

@@ -92,6 +92,15 @@ class BackendHarness:
         """The dispatcher's verdicts for ``uris`` (policy ``all`` over this backend alone)."""
         return self.dispatcher.validate(miner_hotkey, uris, seed=seed)
 
+    def listed_keys(self, miner_hotkey: str) -> list[str]:
+        """Every key this backend's reader lists for the miner (as a validator sees them)."""
+        store = self.registry.call(self.target.backend_id, "storage_reader",
+                                   context=self.target.context_for(self.target.validator), miner_hotkey=miner_hotkey)
+        try:
+            return sorted(listed.key for listed in store.list_objects())
+        finally:
+            store.close()
+
     def validate(self, miner_hotkey: str, uris: list[str], seed: str = "conformance") -> ValidationResult:
         """This backend's answer; fails the test when the backend could not answer."""
         report = self.report(miner_hotkey, uris, seed)
@@ -345,13 +354,40 @@ class BackendConformance:
         result = harness.validate(hotkey, uris)
         assert result.found == set(uris) and result.manifest.startswith(f"round {built.seq} ("), result
 
+    def test_superseded_manifests_are_deleted_and_the_latest_still_holds(self, harness: BackendHarness, staging: Path,
+                                                                        manifests: None) -> None:
+        """Rounds go on for months: a backend keeps a miner's newest manifests only, and the newest still
+        names a previous one that is stored (its chain holds)."""
+        from datetime import UTC, datetime, timedelta
+
+        from storage_core.layout import parse_manifest_key
+        from storage_core.manifest import ManifestBook
+        from storage_core.manifest.retention import KEEP_MANIFESTS
+
+        backend = harness.target.backend_id
+        signer, batch = self._batch(harness, staging, rows=400, chunks=1, seed=23)
+        harness.upload(signer, batch)
+        hotkey = harness.hotkey(signer)
+        book = ManifestBook(staging / "manifests", hotkey)
+        start = datetime.now(UTC)
+        for round_number in range(KEEP_MANIFESTS + 3):
+            book.add(backend, batch.files)
+            built = book.build(backend, signer, now=start + timedelta(seconds=round_number))
+            self._publish_manifest(harness, signer, hotkey, built.key, built.data)
+            book.published(built, now=start + timedelta(seconds=round_number))
+        held = [key for key in harness.listed_keys(hotkey) if parse_manifest_key(key) is not None]
+        assert built.key in held and len(held) <= KEEP_MANIFESTS + 1, held
+        uris = sorted(read_uris(staged.path for staged in batch.files))[::50]
+        result = harness.validate(hotkey, uris)
+        assert result.found == set(uris) and result.manifest.startswith(f"round {built.seq} ("), result
+
     def test_manifest_for_another_miner_is_refused(self, harness: BackendHarness, staging: Path,
                                                    manifests: None) -> None:
         from storage_core.layout import manifest_key
 
         signer, other = harness.target.miners
         victim = harness.hotkey(other)
-        data = b"SCM1 not really a manifest"
+        data = b"SCM2 not really a manifest"
         with pytest.raises(Exception):  # noqa: B017 - each backend names the refusal its own way
             self._publish_manifest(harness, signer, victim, manifest_key(victim, 1, hashlib.sha256(data).hexdigest()),
                                    data)

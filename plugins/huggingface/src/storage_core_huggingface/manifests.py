@@ -3,7 +3,8 @@
 The core builds, signs and names the manifest (``layout.manifest_key``); this module only commits the bytes,
 at the path ``key`` of the miner's repo (derived from the hotkey, as the uploader derives it). The Hub
 records the commit's time, which a validator reads back with ``HfStore.list_objects_timed``. A manifest
-already in the repo with the same content is a success (``already_present``) and makes no commit. Hub calls
+already in the repo with the same content is a success (``already_present``) and makes no commit. The
+commit also deletes the miner's superseded manifests (``storage_core.manifest.retention``). Hub calls
 go through the uploader's back-off (429 honours ``Retry-After``); a retried commit lists the repo first, so
 a commit whose answer was lost is never made twice.
 """
@@ -14,7 +15,7 @@ import hashlib
 import logging
 from typing import Any
 
-from huggingface_hub import CommitOperationAdd
+from huggingface_hub import CommitOperationAdd, CommitOperationDelete
 from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.utils.sha import git_hash as git_blob_oid
 
@@ -22,6 +23,7 @@ from storage_core.backoff import Backoff
 from storage_core.chain.keys import hotkey_address
 from storage_core.errors import BackendError
 from storage_core.layout import NAME_HASH_CHARS, parse_manifest_key
+from storage_core.manifest.retention import superseded_manifests
 from storage_core.values import BackendContext, StoredObject
 from storage_core_huggingface.client import hf_api
 from storage_core_huggingface.identity import repo_id_for
@@ -82,7 +84,10 @@ def publish_manifest(context: BackendContext, miner_hotkey: str, key: str, data:
         listing = None  # a retry lists again: a commit whose answer was lost must not be repeated
         if _holds(current.get(key), data, sha256):
             return None
-        operations = [CommitOperationAdd(path_in_repo=key, path_or_fileobj=data)]
+        operations: list[Any] = [CommitOperationAdd(path_in_repo=key, path_or_fileobj=data)]
+        # the miner's superseded manifests go in the same commit: a revision never lacks the latest's previous
+        operations += [CommitOperationDelete(path_in_repo=old)
+                       for old in superseded_manifests((path for path in current if path != key), miner_hotkey)]
         info = api.create_commit(repo_id, operations, commit_message=f"storage-core manifest of round {seq}",
                                  repo_type="dataset")
         logger.info("huggingface: committed manifest %s (%d bytes) to %s at %s", key, len(data), repo_id, info.oid)

@@ -9,6 +9,8 @@ import secrets
 import time
 from typing import Any
 
+from storage_core.layout import miner_prefix
+from storage_core.manifest.retention import superseded_manifests
 from storage_core_s3.protocol import PARQUET_CONTENT_TYPE
 from storage_core_s3.settings import GrantSettings
 
@@ -107,6 +109,24 @@ class BucketAccess:
 
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.settings.bucket, Key=key)
+
+    def keys(self, prefix: str) -> list[str]:
+        """Every object key under ``prefix`` (all pages)."""
+        found: list[str] = []
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.settings.bucket, Prefix=prefix):
+            found.extend(item["Key"] for item in page.get("Contents", ()))
+        return found
+
+    def prune_manifests(self, hotkey: str) -> list[str]:
+        """Delete ``hotkey``'s round manifests but the newest ``KEEP_MANIFESTS`` (see storage_core.manifest.retention)."""
+        stale = superseded_manifests(self.keys(f"{miner_prefix(hotkey)}manifests/"), hotkey)
+        for start in range(0, len(stale), 1000):  # DeleteObjects takes at most 1,000 keys
+            self.client.delete_objects(Bucket=self.settings.bucket,
+                                       Delete={"Objects": [{"Key": key} for key in stale[start:start + 1000]],
+                                               "Quiet": True})
+        if stale:
+            log.info("pruned %d superseded manifests of %s", len(stale), hotkey)
+        return stale
 
     def sha256_of(self, key: str) -> tuple[str, int]:
         """The sha256 (hex) and length of the stored bytes, streamed raw (never decoded) through hashlib."""

@@ -156,6 +156,13 @@ class GrantService:
                                                f"(size {head.get('ContentLength')}{', headers ' + ', '.join(odd) if odd else ''}); "
                                                "stored objects are never replaced")
 
+    async def _prune_manifests(self, hotkey: str) -> None:
+        """Before a new manifest: delete the signer's superseded ones (a failure here never fails the grant)."""
+        try:
+            await run_in_threadpool(self.bucket.prune_manifests, hotkey)
+        except Exception as error:  # the store is the owner's; the next manifest grant tries again
+            log.warning("could not prune the manifests of %s: %s", hotkey, error)
+
     # -- upload grants ---------------------------------------------------------------------------
 
     async def upload_grant(self, hotkey: str, body: bytes, event: dict[str, Any]) -> dict[str, Any]:
@@ -174,6 +181,7 @@ class GrantService:
                 raise GrantError(413, "manifest_too_large", f"a manifest of {request.size} bytes is over this "
                                                             f"service's limit of {self.settings.max_manifest_bytes} bytes")
             check_size(request.size, self.settings.max_object_bytes)
+            await self._prune_manifests(hotkey)
         if request.size > self.settings.max_single_upload_bytes:
             raise bad("use_multipart",
                       f"size {request.size} is over {self.settings.max_single_upload_bytes} bytes: ask {protocol.PATH_MULTIPART}")

@@ -8,15 +8,16 @@ from typing import Any
 import attrs
 
 from storage_core.layout import check_hotkey
+from storage_core.manifest.document import ManifestLimits
 from storage_core_s3.protocol import S3_MAX_SINGLE_UPLOAD, S3_MIN_PART_SIZE
 
 ADDRESSING_STYLES = ("path", "virtual", "auto")
 UPLOAD_METHODS = ("post", "put")
 ENV_PREFIX = "STORAGE_CORE_S3_"
 GiB = 1024**3
-#: The largest round manifest the core's default ``ManifestLimits`` accept: its 8-byte prefix, an 8 MiB
-#: header and a 64 MiB filter section (``storage_core.verify.manifest_index`` refuses anything larger).
-DEFAULT_MAX_MANIFEST_BYTES = 8 + (8 + 64) * 1024**2
+#: The largest round manifest the core's default ``ManifestLimits`` accept (its prefix, header, chunk table
+#: and URI index: ``storage_core.verify.manifest_index`` refuses anything larger).
+DEFAULT_MAX_MANIFEST_BYTES = ManifestLimits().max_object_bytes
 
 
 def _positive(_instance: object, attribute: Any, value: float) -> None:
