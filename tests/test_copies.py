@@ -137,3 +137,21 @@ def test_copies_files_are_checked() -> None:
     key = object_key(new_keypair().ss58_address, "x", "2026-12-01", "ab" * 32)
     assert load_copies({"format": "storage-core-copies/1", "copies": {key: "copy"}}) == {key: "copy"}
     assert copy_verdicts([]) == {}
+
+
+def test_a_small_reencoding_copier_is_judged_and_a_small_honest_miner_is_not_flagged() -> None:
+    """Many hotkeys that each copy a few hundred rows: each still has enough sampled URIs to be judged
+    (one URI in 32 is sampled), while a small honest miner sharing 5% of its posts is not flagged."""
+    original, copier, honest = Miner("original"), Miner("small copier"), Miner("small honest")
+    table = make_table(ROWS, "x", seed=61, day=recent_day(1))
+    original.store(table, T0)
+    original.publish(T0)
+    copied = table.slice(0, 400)  # a few hundred rows, in new bytes
+    copier.store(copied, T0 + timedelta(hours=1),
+                 cheats.parquet_bytes(copied.replace_schema_metadata({**(copied.schema.metadata or {}), b"x": b"y"})))
+    copier.publish(T0 + timedelta(hours=1))
+    own = make_table(400, "x", seed=62, day=recent_day(1))
+    honest.store(pa.concat_tables([own.slice(0, 380), table.slice(1000, 20)]), T0 + timedelta(hours=2))
+    honest.publish(T0 + timedelta(hours=2))
+    report = _audit({m.name: m for m in (original, copier, honest)})
+    assert {(c.copier, c.original, c.kind) for c in report.copies} == {(copier.hotkey, original.hotkey, "re-encoded")}

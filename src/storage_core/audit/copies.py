@@ -4,7 +4,7 @@
   listings. It belongs to the miner whose object the store recorded first (``stored_at``: S3's
   LastModified, the Hub's commit time; never a time a miner wrote); every later holder copied it.
 * **Re-encoded copies.** The same rows written into new bytes get a new hash, but not new URIs. Every
-  manifest entry carries the chunk's URI sample (the URIs whose hash falls in a fixed 1/128 of the hash
+  manifest entry carries the chunk's URI sample (the URIs whose hash falls in a fixed 1/32 of the hash
   space, :mod:`storage_core.manifest.uri_hashes`), so two miners' samples overlap exactly where their
   URI sets do. A chunk is a copy of miner N's when at least ``threshold`` of its sampled URIs are in N's
   chunks stored before it (judged per chunk when the chunk has ``min_sample`` sampled URIs, else over all

@@ -14,8 +14,10 @@ from collections.abc import Iterable
 
 import numpy as np
 
-#: One URI in 128 is sampled: a 3,300-row chunk keeps ~26 sample values (8 bytes each).
-SAMPLE_SHIFT = 7
+#: One URI in 32 is sampled: a 1,024-row chunk keeps ~32 sample values (8 bytes each), and a copier of a few
+#: hundred rows has enough for the audit to judge (``storage_core.audit.copies``: at least 8 a miner). One in
+#: 128 left copiers of under ~1,000 rows unjudged: many small hotkeys could each copy a little.
+SAMPLE_SHIFT = 5
 SAMPLE_RATE = 1 / (1 << SAMPLE_SHIFT)
 
 
