@@ -101,8 +101,8 @@ class ChunkEntry:
 
 
 @attrs.frozen
-class Manifest:
-    """A whole manifest: what the uploader builds, and what the audit reads (every entry checked)."""
+class RoundFields:
+    """What every manifest says of itself: whose, for which backend, which round, chained to which."""
 
     hotkey: str
     backend: str
@@ -110,6 +110,15 @@ class Manifest:
     previous: str | None
     round_time: str
     schema_version: int
+
+    def round_fields(self) -> dict[str, Any]:
+        return {field.name: getattr(self, field.name) for field in attrs.fields(RoundFields)}
+
+
+@attrs.frozen
+class Manifest(RoundFields):
+    """A whole manifest: what the uploader builds, and what the audit reads (every entry checked)."""
+
     chunks: tuple[ChunkEntry, ...]
     index: IndexLayout
     digests: bytes  # DIGEST_BYTES per bucket of the index, in bucket order
@@ -119,15 +128,9 @@ class Manifest:
 
 
 @attrs.frozen
-class ManifestHeader:
+class ManifestHeader(RoundFields):
     """A checked header: everything but the entries, which :meth:`entry` reads and checks one at a time."""
 
-    hotkey: str
-    backend: str
-    seq: int
-    previous: str | None
-    round_time: str
-    schema_version: int
     rows: int
     table: np.ndarray = attrs.field(eq=False, repr=False)  # TABLE_RECORD per chunk, in manifest order
     index: IndexLayout
@@ -185,9 +188,7 @@ class ManifestHeader:
         chunks = tuple(self.entry(i, table[slice(*self.span(i))], limits) for i in range(self.chunk_count))
         rows = sum(entry.rows for entry in chunks)
         _need(rows == self.rows, f"the chunks hold {rows} rows; the header says {self.rows}")
-        return Manifest(hotkey=self.hotkey, backend=self.backend, seq=self.seq, previous=self.previous,
-                        round_time=self.round_time, schema_version=self.schema_version, chunks=chunks,
-                        index=self.index, digests=self.digests)
+        return Manifest(**self.round_fields(), chunks=chunks, index=self.index, digests=self.digests)
 
 
 def _b64(data: bytes) -> str:
