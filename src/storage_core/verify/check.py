@@ -202,8 +202,9 @@ class _Check:
         pool = sorted((position, key) for key in present if key not in self.problems
                       and (name := parse_key(key)) is not None and name.hotkey == self.miner and name.date >= oldest
                       and (position := self.index.position_of(key)) is not None)
-        try:
-            chosen_keys = [(position, key) for position, key in rng.sample(pool, min(len(pool), self.settings.verify_chunks))
+        drawn = rng.sample(pool, min(len(pool), self.settings.verify_chunks))
+        try:  # an entry whose key is not the listed object's (another partition) is not that object's
+            chosen_keys = [(position, key) for position, key in drawn
                            if self.index.entry(position).key(self.miner) == key]
         except ManifestError as error:
             self.refusal = f"manifest {self.index.key}: {error}"
