@@ -1,7 +1,7 @@
-"""The one hash of a URI that manifests use: for the membership filter and for the copy-detection sample.
+"""The one hash of a URI that manifests use: for the URI index and for the copy-detection sample.
 
-``blake2b`` with a 16-byte digest, read as two little-endian 64-bit words: ``h0`` picks the filter's
-bucket and is the value a sample keeps; ``h1`` places the filter's bits and decides sampling. A URI
+``blake2b`` with a 16-byte digest, read as two little-endian 64-bit words: ``h0`` picks the index
+bucket and is the value a sample keeps; ``h1`` gives the index's fingerprint and decides sampling. A URI
 is sampled when the top ``SAMPLE_SHIFT`` bits of ``h1`` are zero, so every miner samples the same
 URIs: two miners' samples overlap exactly where their URI sets do, whatever their chunk sizes.
 """

@@ -190,7 +190,7 @@ class _Check:
 
     def verify_descriptions(self, opened: list[OpenedFile], listing: Sequence[ListedObject]) -> None:
         """Hold ``settings.verify_chunks`` of the manifest's chunks (chosen by the seed among all it lists in
-        the window, not only those opened) to their entries: a chunk left out of the filter is never
+        the window, not only those opened) to their entries: a chunk left out of the index is never
         opened otherwise, and could hide a duplicate."""
         if self.index is None or self.refusal:
             return
@@ -337,7 +337,7 @@ class _Check:
             self.problems.setdefault(self.index.key if self.index else f"{miner_prefix(self.miner)}manifests/",
                                      self.refusal)
             rejected = {uri: self.refusal for uri in self.claimed}
-        named: dict[str, list[str]] = defaultdict(list)  # URI -> chunks the manifest's filter named for it
+        named: dict[str, list[str]] = defaultdict(list)  # URI -> chunks the manifest's index named for it
         for key, uris in self.wanted.items():
             for uri in uris:
                 named[uri].append(key)
@@ -407,7 +407,7 @@ def check_claims(store: ObjectStore, backend: str, miner_hotkey: str, uris: Sequ
     with ThreadPoolExecutor(max(1, check.settings.concurrency), thread_name_prefix=f"{backend}-check") as pool:
         opened = [item for item in pool.map(lambda item: check.open(*item), candidates) if item is not None]
         check.opened = len(opened)
-        if check.index is not None:  # the filter named each object's URIs: one pass over all of them
+        if check.index is not None:  # the index named each object's URIs: one pass over all of them
             list(pool.map(lambda item: check.search(item, frozenset()), opened))
         else:
             for _day, same_day in groupby(opened, key=lambda item: item.name.date):  # newest day first
