@@ -109,6 +109,21 @@ class HfWorld:
         api.create_commit(repo, [CommitOperationAdd(key, data)], commit_message=f"raw {key}", repo_type="dataset")
 
 
+class RecordingSleep:
+    """A back-off's sleep that records each wait instead of waiting."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+
+@pytest.fixture
+def sleep() -> RecordingSleep:
+    return RecordingSleep()
+
+
 @pytest.fixture
 def hf_world(dev_hub: RunningHub) -> Iterator[HfWorld]:
     index = next(_namespaces)

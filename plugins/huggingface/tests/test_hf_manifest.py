@@ -29,14 +29,6 @@ def _hub_time(date: str) -> datetime:
     return datetime.strptime(date, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
 
 
-class RecordingSleep:
-    def __init__(self) -> None:
-        self.waits: list[float] = []
-
-    def __call__(self, seconds: float) -> None:
-        self.waits.append(seconds)
-
-
 def test_the_hook_commits_the_manifest_once_and_a_second_store_is_already_present(hf_world, tmp_path):
     miner = hf_world.miners[0]
     hotkey = miner.ss58_address
@@ -58,13 +50,12 @@ def test_the_hook_commits_the_manifest_once_and_a_second_store_is_already_presen
     assert again.already_present and hf_world.hub.commit_count(repo) == commits + 1
 
 
-def test_a_manifest_in_a_new_repo_is_its_only_file_and_429_is_honoured(hf_world):
+def test_a_manifest_in_a_new_repo_is_its_only_file_and_429_is_honoured(hf_world, sleep):
     miner = hf_world.miners[1]
     hotkey = miner.ss58_address
     repo = hf_world.repo_of(miner)
     key, data = _manifest(hotkey, 0)
     hf_world.hub.fail_next(2, status=429, retry_after=5, match="/commit/")
-    sleep = RecordingSleep()
     stored = manifests.publish_manifest(hf_world.context(miner), hotkey, key, data,
                                         backoff=Backoff(attempts=4, base=1.0, sleep=sleep, retryable=is_retryable))
     assert sleep.waits == [5.0, 5.0]

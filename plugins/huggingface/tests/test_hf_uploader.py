@@ -14,14 +14,6 @@ from storage_core.testing.data import make_batch, uris_of
 from storage_core_huggingface import uploader
 
 
-class RecordingSleep:
-    def __init__(self) -> None:
-        self.waits: list[float] = []
-
-    def __call__(self, seconds: float) -> None:
-        self.waits.append(seconds)
-
-
 def test_a_round_of_twenty_files_makes_exactly_one_commit(hf_world, tmp_path):
     miner = hf_world.miners[0]
     batch = make_batch(tmp_path, miner.ss58_address, rows=2_000, chunks=20, seed=1)
@@ -56,11 +48,10 @@ def test_a_second_round_commits_only_new_files_and_reports_old_ones_present(hf_w
     assert again.revision == hf_world.hub.commits(repo)[0]["id"]
 
 
-def test_a_429_storm_ends_in_one_successful_commit_honouring_retry_after(hf_world, tmp_path):
+def test_a_429_storm_ends_in_one_successful_commit_honouring_retry_after(hf_world, tmp_path, sleep):
     miner = hf_world.miners[0]
     batch = make_batch(tmp_path, miner.ss58_address, rows=300, chunks=3, seed=4)
     hf_world.hub.fail_next(3, status=429, retry_after=7, match="/commit/")
-    sleep = RecordingSleep()
     receipt = uploader.upload(hf_world.context(miner), batch, backoff=Backoff(attempts=6, base=1.0, sleep=sleep))
     repo = hf_world.repo_of(miner)
     assert sleep.waits == [7.0, 7.0, 7.0]
@@ -69,11 +60,10 @@ def test_a_429_storm_ends_in_one_successful_commit_honouring_retry_after(hf_worl
     assert hf_world.check(miner.ss58_address, uris_of(batch)).found == frozenset(uris_of(batch))
 
 
-def test_server_errors_back_off_exponentially_and_give_up_with_a_clear_error(hf_world, tmp_path):
+def test_server_errors_back_off_exponentially_and_give_up_with_a_clear_error(hf_world, tmp_path, sleep):
     miner = hf_world.miners[0]
     batch = make_batch(tmp_path, miner.ss58_address, rows=100, seed=5)
     hf_world.hub.fail_next(10, status=503, retry_after=None, match="/commit/")
-    sleep = RecordingSleep()
     with pytest.raises(BackendError, match="HTTP 503") as raised:
         uploader.upload(hf_world.context(miner), batch, backoff=Backoff(attempts=4, base=0.5, cap=1.5, sleep=sleep))
     assert raised.value.retryable
